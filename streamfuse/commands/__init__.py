@@ -1,0 +1,1 @@
+"""Sub-commands of the `streamfuse` command line, one module each."""
