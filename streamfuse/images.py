@@ -1,0 +1,74 @@
+"""Image files: reading with clear errors, pairing IR and visible files by stem, writing PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamfuse.errors import StreamFuseError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+def read_image(path: str | Path, gray: bool = False) -> np.ndarray:
+    """8-bit image ``(H, W)`` (gray) or ``(H, W, 3)`` BGR; gray-looking colour files stay 3-channel
+    unless ``gray``. 16-bit files are scaled to 8 bits."""
+    path = Path(path)
+    if not path.is_file():
+        raise StreamFuseError(f"{path}: no such image file")
+    flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_UNCHANGED
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise StreamFuseError(f"{path}: cannot decode the image (corrupt or unsupported format)")
+    if image.dtype == np.uint16:
+        image = (image / 257.0).round().astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise StreamFuseError(f"{path}: unsupported pixel type {image.dtype} (need 8 or 16 bits)")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    return image
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise StreamFuseError(f"{path}: could not write the PNG (is the folder writable?)")
+    return path
+
+
+def image_files(folder: str | Path) -> dict[str, Path]:
+    """Image files of ``folder`` by stem (sorted)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StreamFuseError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        if path.stem in by_stem:
+            raise StreamFuseError(f"{folder}: two images share the stem {path.stem!r}: {by_stem[path.stem].name}, {path.name}")
+        by_stem[path.stem] = path
+    return by_stem
+
+
+def pair_files(ir_folder: str | Path, vis_folder: str | Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """Pairs ``(stem, ir_path, vis_path)`` matched by file stem, and the stems found on one side only."""
+    ir_files, vis_files = image_files(ir_folder), image_files(vis_folder)
+    stems = sorted(set(ir_files) & set(vis_files))
+    unmatched = sorted(set(ir_files) ^ set(vis_files))
+    return [(stem, ir_files[stem], vis_files[stem]) for stem in stems], unmatched
+
+
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size x size`` window; smaller images are reflect-padded up to it first."""
+    h, w = image.shape[:2]
+    pad_h, pad_w = max(0, size - h), max(0, size - w)
+    if pad_h or pad_w:
+        image = cv2.copyMakeBorder(image, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2, cv2.BORDER_REFLECT_101)
+        h, w = image.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[top : top + size, left : left + size]
