@@ -60,8 +60,10 @@ def test_output_is_rounded_network_output(tmp_path, weights):
 
 def test_colour_visible_keeps_its_colour(tmp_path, weights):
     ir, vis_gray = small_real_pair()
-    # A colour visible frame: tinted copy of the real visible image.
-    vis_colour = cv2.applyColorMap(vis_gray, cv2.COLORMAP_JET)
+    # A colour visible frame: the real visible image with a mild colour cast (saturated colours
+    # would leave the RGB gamut once the luminance changes, and clipping then shifts Y).
+    gray3 = cv2.cvtColor(vis_gray, cv2.COLOR_GRAY2BGR)
+    vis_colour = cv2.addWeighted(gray3, 0.85, cv2.applyColorMap(vis_gray, cv2.COLORMAP_JET), 0.15, 0)
     ir_path, vis_path = write_pair(tmp_path, "c", ir, vis_colour)
     out = tmp_path / "colour.png"
     assert main(["fuse", "--ir", str(ir_path), "--vis", str(vis_path), "-o", str(out),
@@ -71,7 +73,9 @@ def test_colour_visible_keeps_its_colour(tmp_path, weights):
     fused_ycrcb = cv2.cvtColor(fused, cv2.COLOR_BGR2YCrCb).astype(int)
     vis_ycrcb = cv2.cvtColor(vis_colour, cv2.COLOR_BGR2YCrCb).astype(int)
     fuser = Fuser.from_weights(weights, "saliency+cam")
-    expected_luma = fuser.fuse(ir, split_luma(vis_colour)[0])
+    luma, chroma = split_luma(vis_colour)
+    expected_luma = fuser.fuse(ir, luma)
+    assert np.array_equal(fused, merge_luma(expected_luma, chroma))
     # BGR holds YCrCb only up to rounding (and gamut clipping at the extremes).
     assert np.mean(np.abs(fused_ycrcb[..., 0] - expected_luma)) < 1.0
     assert np.mean(np.abs(fused_ycrcb[..., 1:] - vis_ycrcb[..., 1:])) < 1.5
