@@ -12,6 +12,7 @@ from streamfuse.errors import StreamFuseError
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 COMMAND_MODULES: list[str] = [
     "streamfuse.commands.eval",
+    "streamfuse.commands.export",
     "streamfuse.commands.fuse",
     "streamfuse.commands.train",
     "streamfuse.commands.weights",

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from streamfuse.engines import ENGINES, PRECISIONS, create_fuser
 from streamfuse.errors import StreamFuseError
-from streamfuse.fuser import Fuser
 from streamfuse.fusion import FusionConfig
 from streamfuse.images import pair_files, read_image, write_png
 
@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rule", default=FusionConfig.rule, help=f"fusion rule (default {FusionConfig.rule}; e.g. sum, l1+cam)")
     parser.add_argument("--resize", action="store_true", help="resize IR to the visible size when they differ")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--engine", default="eager", choices=["auto", *ENGINES],
+                        help="inference engine (default eager: bit-reproducible stills; auto: the "
+                        "fastest installed for the device, see `streamfuse bench`)")
+    parser.add_argument("--precision", default="fp32", choices=["auto", *PRECISIONS],
+                        help="fp32 (default), bf16 (CPUs with AMX/AVX512-BF16) or fp16 (CUDA)")
     parser.set_defaults(func=run)
 
 
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ir.is_dir() != args.vis.is_dir():
         raise StreamFuseError(f"--ir {args.ir} and --vis {args.vis} must both be files or both be folders")
     if not args.ir.is_dir():
-        fuser = Fuser.from_weights(args.weights, fusion, args.device)
+        fuser = create_fuser(args.weights, fusion, args.engine, args.precision, args.device)
         ir, vis = load_pair(args.ir, args.vis, args.resize)
         as_folder = args.output.is_dir() or not args.output.suffix
         output = args.output / f"{args.ir.stem}.png" if as_folder else args.output
@@ -69,7 +74,7 @@ def fuse_folders(args: argparse.Namespace, fusion: FusionConfig) -> int:
     pairs, unmatched = pair_files(args.ir, args.vis)
     if not pairs:
         raise StreamFuseError(f"no pairs: no image stem is in both {args.ir} and {args.vis}")
-    fuser = Fuser.from_weights(args.weights, fusion, args.device)
+    fuser = create_fuser(args.weights, fusion, args.engine, args.precision, args.device)
     failures = [f"{stem}: only in one of the two folders" for stem in unmatched]
     done = 0
     for stem, ir_path, vis_path in tqdm(pairs, desc="fusing", unit="pair"):

@@ -1,0 +1,77 @@
+"""The PyTorch engines: ``eager`` (BatchNorm folded, channels_last, autocast) and ``compile``
+(``torch.compile`` of the whole FusionNet as one graph, one compiled graph per input shape)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from streamfuse.fuser import Fuser
+from streamfuse.fusion import FusionConfig
+from streamfuse.model import DIDFuse
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class EagerFuser(Fuser):
+    """PyTorch eager mode: BatchNorm folded into the convolutions, weights and activations in
+    channels_last (oneDNN's and cuDNN's fast layout), convolutions under autocast for bf16/fp16.
+
+    The fusion layer computes its weights in float32 whatever the autocast dtype (see
+    :mod:`streamfuse.fusion`); the output is float32.
+    """
+
+    engine = "eager"
+
+    def __init__(self, model: DIDFuse, fusion: FusionConfig | str, device: torch.device,
+                 precision: str = "fp32", cache_dir: str | Path | None = None):
+        super().__init__(model, fusion, device, fold_bn=True)
+        self.precision = precision
+        self.net = self.net.to(memory_format=torch.channels_last)
+        self._autocast_dtype = AUTOCAST_DTYPES[precision]
+
+    def _run(self, ir: Tensor, vis: Tensor) -> Tensor:
+        return self.net(ir, vis)
+
+    @torch.inference_mode()
+    def fuse_tensors(self, ir: Tensor, vis: Tensor) -> Tensor:
+        """``(B, 1, H, W)`` float in [0, 1] each -> fused ``(B, 1, H, W)`` float32 in [0, 1]."""
+        ir = ir.to(self.device).contiguous(memory_format=torch.channels_last)
+        vis = vis.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self._autocast_dtype,
+                            enabled=self._autocast_dtype is not None):
+            fused = self._run(ir, vis)
+        return fused.float()
+
+
+class CompiledFuser(EagerFuser):
+    """``torch.compile`` of the whole FusionNet (encoder -> fusion layer -> decoder) as one graph
+    (``fullgraph``), specialised to each input shape (``dynamic=False``): the first call with a
+    new shape compiles (tens of seconds on a CPU), later calls reuse that graph. Dynamo keeps up
+    to ``torch._dynamo.config.recompile_limit`` shapes (8 by default).
+
+    CPU: Inductor with ``freezing`` (weights become constants, convolutions are pre-packed for
+    oneDNN). CUDA: mode ``reduce-overhead``, i.e. CUDA graphs, which replay the whole path as
+    one launch for a fixed shape; outputs are copied out of the graph's memory pool because the
+    next replay overwrites it.
+    """
+
+    engine = "compile"
+
+    def __init__(self, model: DIDFuse, fusion: FusionConfig | str, device: torch.device,
+                 precision: str = "fp32", cache_dir: str | Path | None = None):
+        super().__init__(model, fusion, device, precision)
+        self._cuda_graphs = self.device.type == "cuda"
+        if self._cuda_graphs:
+            self._compiled = torch.compile(self.net, fullgraph=True, dynamic=False, mode="reduce-overhead")
+        else:
+            self._compiled = torch.compile(self.net, fullgraph=True, dynamic=False,
+                                           options={"freezing": True})
+
+    def _run(self, ir: Tensor, vis: Tensor) -> Tensor:
+        if not self._cuda_graphs:
+            return self._compiled(ir, vis)
+        torch.compiler.cudagraph_mark_step_begin()
+        return self._compiled(ir, vis).clone()
