@@ -63,11 +63,19 @@ def guided_filter(
     Returns:
         (B, C, H, W) filtered ``src``.
     """
-    mean_guide = box_filter(guide, radius)
-    mean_src = box_filter(src, radius)
+    # The four window means come from one box filter over the maps stacked as channels (and the
+    # two model means from another): fewer, wider passes, which blocked-channel layouts (oneDNN,
+    # OpenVINO) pad to 8 or 16 channels anyway.
+    guide_channels, src_channels = guide.shape[1], src.shape[1]
+    mean_guide, mean_src, mean_guide_sq, mean_guide_src = box_filter(
+        torch.cat([guide, src, guide * guide, guide * src], dim=1), radius
+    ).split([guide_channels, src_channels, guide_channels, src_channels], dim=1)
     # Rounding can push a flat window's variance a hair below zero; it is >= 0 by definition.
-    var_guide = (box_filter(guide * guide, radius) - mean_guide * mean_guide).clamp_min(0)
-    cov_guide_src = box_filter(guide * src, radius) - mean_guide * mean_src
+    var_guide = (mean_guide_sq - mean_guide * mean_guide).clamp_min(0)
+    cov_guide_src = mean_guide_src - mean_guide * mean_src
     slope = cov_guide_src / (var_guide + eps)
     offset = mean_src - slope * mean_guide
-    return box_filter(slope, radius) * guide + box_filter(offset, radius)
+    mean_slope, mean_offset = box_filter(torch.cat([slope, offset], dim=1), radius).split(
+        [src_channels, src_channels], dim=1
+    )
+    return mean_slope * guide + mean_offset

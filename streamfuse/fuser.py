@@ -39,8 +39,9 @@ def resolve_weights(path: str | Path | None) -> Path:
 class FusionNet(nn.Module):
     """``(ir, vis)`` each ``(B, 1, H, W)`` in [0, 1] -> fused ``(B, 1, H, W)`` in [0, 1].
 
-    Both images go through the encoder as one batch of ``2B`` (the network is in eval mode, so
-    batching changes nothing but speed); the fusion layer merges the four map pairs.
+    Each camera's batch goes through the encoder on its own (not as one batch of ``2B`` split
+    afterwards: in compiled and exported graphs the split copies all eight 64-channel maps);
+    the fusion layer merges the four map pairs.
     """
 
     def __init__(self, model: DIDFuse, fusion: FusionConfig | str = FusionConfig()):
@@ -52,11 +53,7 @@ class FusionNet(nn.Module):
         self.fusion = FusionLayer(fusion)
 
     def forward(self, ir: Tensor, vis: Tensor) -> Tensor:
-        n = ir.shape[0]
-        features = self.encoder(torch.cat((ir, vis), dim=0))
-        ir_features = Features(*(f[:n] for f in features))
-        vis_features = Features(*(f[n:] for f in features))
-        fused = self.fusion(ir_features, vis_features)
+        fused = self.fusion(self.encoder(ir), self.encoder(vis))
         return self.decoder(Features(*fused))
 
 

@@ -145,7 +145,8 @@ def l1_activity(x: torch.Tensor) -> torch.Tensor:
         (B, 1, H, W) activity, float32 (float64 for float64 input); accumulated in that dtype
         so 64 half-precision channels cannot overflow.
     """
-    return x.abs().sum(dim=1, keepdim=True, dtype=_weight_dtype(x))
+    # One fused pass (ReduceL1 in exported graphs); abs().sum() would first write a full-size |x|.
+    return torch.linalg.vector_norm(x, 1, dim=1, keepdim=True, dtype=_weight_dtype(x))
 
 
 def l1_weights(

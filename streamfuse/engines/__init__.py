@@ -26,9 +26,11 @@ from streamfuse.checkpoint import load_checkpoint
 from streamfuse.errors import StreamFuseError
 from streamfuse.fuser import Fuser, resolve_weights
 from streamfuse.fusion import FusionConfig
+from streamfuse.model import DIDFuse
 
 __all__ = [
     "ENGINES",
+    "build_fuser",
     "PRECISIONS",
     "check_engine_runs",
     "cpu_supports_bf16",
@@ -140,11 +142,23 @@ def create_fuser(
     ``cache_dir`` holds what TensorRT and OpenVINO build (default ``$STREAMFUSE_CACHE`` or
     ``~/.cache/streamfuse``), so a second start skips the build.
     """
+    model, _ = load_checkpoint(resolve_weights(weights))
+    return build_fuser(model, rule, engine, precision, device, cache_dir)
+
+
+def build_fuser(
+    model: DIDFuse,
+    rule: FusionConfig | str = FusionConfig(),
+    engine: str = "auto",
+    precision: str = "auto",
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+) -> Fuser:
+    """:func:`create_fuser` for a network already in memory (``model`` is not modified)."""
     torch_device = resolve_device(device)
     engine = resolve_engine(engine, torch_device)
     check_engine_runs(engine, torch_device)
     precision = resolve_precision(precision, engine, torch_device)
     module_name, class_name = _ENGINE_CLASSES[engine]
     engine_class = getattr(importlib.import_module(module_name), class_name)
-    model, _ = load_checkpoint(resolve_weights(weights))
     return engine_class(model, rule, torch_device, precision, cache_dir=cache_dir)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from streamfuse.engines.cache import cache_root, network_digest
 from streamfuse.errors import StreamFuseError
+from streamfuse.engines.optimize import fold_zero_padding
 from streamfuse.fuser import Fuser
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import DIDFuse
@@ -60,6 +61,7 @@ class OpenVINOFuser(Fuser):
         if torch.device(device).type != "cpu":
             raise StreamFuseError(f"engine openvino runs on the CPU, not {device}; use --device cpu")
         super().__init__(model, fusion, "cpu", fold_bn=True)
+        fold_zero_padding(self.net)
         self.precision = precision
         self._cache = cache_root(cache_dir, "openvino")
         self._core = ov.Core()

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from streamfuse.engines.cache import cache_root, network_digest
 from streamfuse.errors import StreamFuseError
+from streamfuse.engines.optimize import fold_zero_padding
 from streamfuse.fuser import Fuser
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import DIDFuse
@@ -61,6 +62,7 @@ class TensorRTFuser(Fuser):
 
         self._torch_tensorrt = torch_tensorrt
         super().__init__(model, fusion, device, fold_bn=True)
+        fold_zero_padding(self.net)
         self.precision = precision
         self._dtype = TENSORRT_DTYPES[precision]
         self.net = self.net.to(self._dtype)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from streamfuse.engines.optimize import fold_zero_padding
 from streamfuse.fuser import Fuser
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import DIDFuse
@@ -28,6 +29,7 @@ class EagerFuser(Fuser):
     def __init__(self, model: DIDFuse, fusion: FusionConfig | str, device: torch.device,
                  precision: str = "fp32", cache_dir: str | Path | None = None):
         super().__init__(model, fusion, device, fold_bn=True)
+        fold_zero_padding(self.net)
         self.precision = precision
         self.net = self.net.to(memory_format=torch.channels_last)
         self._autocast_dtype = AUTOCAST_DTYPES[precision]

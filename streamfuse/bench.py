@@ -1,0 +1,410 @@
+"""Speed of the engines against the authors' baseline, measured in one process (`streamfuse bench`).
+
+Every figure is the throughput of ``Fuser.fuse_tensors`` (the whole path: encoder -> fusion
+layer -> decoder, float pairs in, fused float out) after warm-up, with its speedup over the
+baseline a user of the authors' code gets, measured in the same run on the same input: one pair
+at a time, fp32 eager PyTorch, BatchNorm not folded, fusion rule ``sum``.
+
+Also reported: FLOPs per pair (the convolutions, counted analytically; the fusion layer's
+element-wise work is not counted), the fraction of the device's peak those FLOPs reach (peak =
+a large matmul timed in the same run, in the engine's precision), each engine's output against
+fp32 eager with the same rule (gray levels), and the fusion layer's cost as a share of the
+network's: the engine timed with rule ``sum`` (whose fusion is four additions) gives the network
+time, the difference to the full rule the fusion layer's.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from streamfuse.engines import (
+    build_fuser,
+    check_engine_runs,
+    resolve_device,
+    resolve_precision,
+)
+from streamfuse.errors import StreamFuseError
+from streamfuse.fuser import REPO_ROOT, Fuser, to_uint8
+from streamfuse.fusion import FusionConfig
+from streamfuse.model import DIDFuse
+
+BASELINE_RULE = "sum"
+SAMPLE_PAIR = REPO_ROOT / "samples" / "pairs"
+# Peak measurement: square matmul size and repetitions (best of).
+PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
+PEAK_REPEATS = 5
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure. Resolutions are (width, height)."""
+
+    resolutions: tuple[tuple[int, int], ...] = ((640, 512), (1280, 1024))
+    engines: tuple[str, ...] = ("eager", "compile", "openvino")
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+    batch_sizes: tuple[int, ...] = (1,)
+    rule: str = FusionConfig.rule
+    device: str = "cpu"
+    warmup: int = 2
+    min_iterations: int = 5
+    seconds: float = 10.0
+    fusion_share: bool = True
+    cache_dir: str | None = None
+
+
+@dataclass
+class Timing:
+    """Seconds per call of one measured configuration."""
+
+    calls: int
+    batch: int
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    pairs_per_s: float
+
+    @classmethod
+    def from_seconds(cls, seconds: np.ndarray, batch: int) -> "Timing":
+        return cls(
+            calls=int(seconds.size), batch=batch,
+            p50_ms=float(np.percentile(seconds, 50) * 1e3),
+            p99_ms=float(np.percentile(seconds, 99) * 1e3),
+            mean_ms=float(seconds.mean() * 1e3),
+            pairs_per_s=float(batch / seconds.mean()),
+        )
+
+
+@dataclass
+class Result:
+    """One engine/precision/batch at one resolution."""
+
+    resolution: str
+    engine: str
+    precision: str
+    batch: int
+    status: str = "ok"
+    build_s: float | None = None
+    timing: Timing | None = None
+    speedup: float | None = None
+    achieved_gflops: float | None = None
+    fraction_of_peak: float | None = None
+    gray_diff_mean: float | None = None
+    gray_diff_max: float | None = None
+    network_ms: float | None = None
+    fusion_ms: float | None = None
+    fusion_share: float | None = None
+
+
+@dataclass
+class ResolutionReport:
+    resolution: str
+    gflop_per_pair: float
+    baseline: Timing
+    results: list[Result] = field(default_factory=list)
+
+
+def conv_flops(model: DIDFuse, height: int, width: int) -> int:
+    """FLOPs (multiply and add counted as 2) of one fused pair's convolutions at ``height`` x
+    ``width``: the encoder runs on both images, the decoder once. Every conv keeps the size."""
+    def per_image(module: nn.Module) -> int:
+        return sum(
+            2 * conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+            * height * width
+            for conv in module.modules() if isinstance(conv, nn.Conv2d)
+        )
+    return 2 * per_image(model.encoder) + per_image(model.decoder)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(call: Callable[[], object], device: torch.device, warmup: int,
+               min_iterations: int, seconds: float) -> np.ndarray:
+    """Seconds per ``call()`` after ``warmup`` calls: at least ``min_iterations`` calls, more
+    while ``seconds`` last. CUDA: device time between events (the call's kernels only)."""
+    for _ in range(warmup):
+        call()
+    synchronize(device)
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < min_iterations or time.perf_counter() - started < seconds:
+        if device.type == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            call()
+            end.record()
+            end.synchronize()
+            samples.append(begin.elapsed_time(end) / 1e3)
+        else:
+            tick = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - tick)
+    return np.asarray(samples)
+
+
+def measure_peak_gflops(device: torch.device, precision: str) -> float:
+    """Best-of-``PEAK_REPEATS`` throughput of a square matmul in ``precision`` on ``device``."""
+    size = PEAK_SIZE[device.type]
+    dtype = PEAK_DTYPES[precision]
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = np.min(time_calls(lambda: torch.mm(a, b), device, warmup=1,
+                             min_iterations=PEAK_REPEATS, seconds=0.0))
+    return 2 * size**3 / best / 1e9
+
+
+def bench_pair(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """An IR/visible pair of ``height`` x ``width`` uint8: the repository's sample TNO pair
+    resized when present (real content: the histogram and guided filter see real statistics),
+    else smooth random scenes."""
+    ir_path, vis_path = SAMPLE_PAIR / "ir" / "tno_007.png", SAMPLE_PAIR / "vis" / "tno_007.png"
+    if ir_path.is_file() and vis_path.is_file():
+        images = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in (ir_path, vis_path)]
+    else:
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, size=(height // 16, width // 16), dtype=np.uint8) for _ in range(2)]
+    ir, vis = (cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR) for image in images)
+    return ir, vis
+
+
+def as_batch(image: np.ndarray, batch: int, device: torch.device) -> Tensor:
+    """``(H, W)`` uint8 -> ``(batch, 1, H, W)`` float in [0, 1] on ``device``."""
+    tensor = torch.from_numpy(image).float().div(255)[None, None]
+    return tensor.expand(batch, -1, -1, -1).contiguous().to(device)
+
+
+def gray_difference(fused: Tensor, reference: Tensor) -> tuple[float, float]:
+    levels = (to_uint8(fused.cpu()).int() - to_uint8(reference.cpu()).int()).abs().float()
+    return float(levels.mean()), float(levels.max())
+
+
+def machine_description(device: torch.device) -> dict:
+    """CPU model, cores, threads, load, and the versions that decide the numbers."""
+    cpu_model = platform.processor()
+    flags: list[str] = []
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().split("\n\n")[0].splitlines() if ":" in line)
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        cpu_model = fields.get("model name", cpu_model)
+        wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+        flags = [flag for flag in fields.get("flags", "").split() if flag in wanted]
+    description = {
+        "cpu": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "cpu_flags": flags,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if hasattr(os, "getloadavg"):
+        description["load_average_start"] = list(os.getloadavg())
+    try:
+        import openvino
+
+        description["openvino"] = openvino.get_version()
+    except ImportError:
+        description["openvino"] = None
+    if device.type == "cuda":
+        description["gpu"] = torch.cuda.get_device_name(device)
+        description["cuda"] = torch.version.cuda
+        try:
+            import torch_tensorrt
+
+            description["torch_tensorrt"] = torch_tensorrt.__version__
+        except ImportError:
+            description["torch_tensorrt"] = None
+    return description
+
+
+class Bench:
+    """Runs a :class:`BenchConfig` on one network; ``progress`` gets one line per measurement."""
+
+    def __init__(self, model: DIDFuse, config: BenchConfig,
+                 progress: Callable[[str], None] = print, advance: Callable[[], None] = lambda: None):
+        self.model = model.eval()
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.progress = progress
+        self.advance = advance
+        self.peaks: dict[str, float] = {}
+
+    def planned(self) -> list[tuple[str, str, int]]:
+        """(engine, precision, batch) combinations per resolution, in run order."""
+        return [(e, p, b) for e in self.config.engines for p in self.config.precisions
+                for b in self.config.batch_sizes]
+
+    def skip_reason(self, engine: str, precision: str) -> str | None:
+        try:
+            check_engine_runs(engine, self.device)
+            resolve_precision(precision, engine, self.device)
+        except StreamFuseError as error:
+            return str(error)
+        return None
+
+    def _time(self, fuser: Fuser, ir: Tensor, vis: Tensor) -> Timing:
+        seconds = time_calls(lambda: fuser.fuse_tensors(ir, vis), self.device, self.config.warmup,
+                             self.config.min_iterations, self.config.seconds)
+        return Timing.from_seconds(seconds, ir.shape[0])
+
+    def _build(self, rule: str, engine: str, precision: str, ir: Tensor, vis: Tensor) -> tuple[Fuser, float, Tensor]:
+        """The engine, the seconds to build it and run it once (compilation), and that output."""
+        started = time.perf_counter()
+        fuser = build_fuser(self.model, rule, engine, precision, self.device, self.config.cache_dir)
+        fused = fuser.fuse_tensors(ir, vis)
+        synchronize(self.device)
+        return fuser, time.perf_counter() - started, fused
+
+    def peak(self, precision: str) -> float:
+        if precision not in self.peaks:
+            self.peaks[precision] = measure_peak_gflops(self.device, precision)
+            self.progress(f"peak {precision} matmul: {self.peaks[precision]:.0f} GFLOP/s")
+        return self.peaks[precision]
+
+    def run_resolution(self, width: int, height: int) -> ResolutionReport:
+        name = f"{width}x{height}"
+        ir_image, vis_image = bench_pair(width, height)
+        one_ir, one_vis = as_batch(ir_image, 1, self.device), as_batch(vis_image, 1, self.device)
+        baseline_fuser = Fuser(self.model, BASELINE_RULE, self.device, fold_bn=False)
+        baseline = self._time(baseline_fuser, one_ir, one_vis)
+        self.progress(f"{name} baseline (fp32 eager, BN unfolded, rule sum, 1 pair): "
+                      f"{baseline.pairs_per_s:.2f} pairs/s, p50 {baseline.p50_ms:.0f} ms")
+        gflop = conv_flops(self.model, height, width) / 1e9
+        report = ResolutionReport(name, gflop, baseline)
+        reference = Fuser(self.model, self.config.rule, self.device, fold_bn=False).fuse_tensors(one_ir, one_vis)
+        for engine, precision, batch in self.planned():
+            result = Result(name, engine, precision, batch)
+            report.results.append(result)
+            reason = self.skip_reason(engine, precision)
+            if reason is not None:
+                result.status = f"skipped: {reason}"
+                self.advance()
+                continue
+            try:
+                self._measure(result, one_ir, one_vis, reference, baseline, gflop)
+            except (RuntimeError, StreamFuseError) as error:
+                result.status = f"failed: {str(error).strip().splitlines()[0][:300]}"
+            self.progress(self.describe(result))
+            self.advance()
+        return report
+
+    def _measure(self, result: Result, one_ir: Tensor, one_vis: Tensor, reference: Tensor,
+                 baseline: Timing, gflop: float) -> None:
+        engine, precision, batch = result.engine, result.precision, result.batch
+        ir, vis = one_ir.expand(batch, -1, -1, -1).contiguous(), one_vis.expand(batch, -1, -1, -1).contiguous()
+        fuser, result.build_s, fused = self._build(self.config.rule, engine, precision, ir, vis)
+        result.gray_diff_mean, result.gray_diff_max = gray_difference(fused[:1], reference)
+        result.timing = self._time(fuser, ir, vis)
+        result.speedup = result.timing.pairs_per_s / baseline.pairs_per_s
+        result.achieved_gflops = gflop * result.timing.pairs_per_s
+        result.fraction_of_peak = result.achieved_gflops / self.peak(precision)
+        if self.config.fusion_share and batch == self.config.batch_sizes[0] and self.config.rule != BASELINE_RULE:
+            network_fuser, _, _ = self._build(BASELINE_RULE, engine, precision, ir, vis)
+            network = self._time(network_fuser, ir, vis)
+            result.network_ms = network.mean_ms
+            result.fusion_ms = result.timing.mean_ms - network.mean_ms
+            result.fusion_share = result.fusion_ms / network.mean_ms
+
+    @staticmethod
+    def describe(result: Result) -> str:
+        head = f"{result.resolution} {result.engine} {result.precision} batch {result.batch}"
+        if result.timing is None:
+            return f"{head}: {result.status}"
+        share = "" if result.fusion_share is None else f", fusion layer {100 * result.fusion_share:.0f}% of network"
+        return (f"{head}: {result.timing.pairs_per_s:.2f} pairs/s ({result.speedup:.1f}x baseline), "
+                f"p50 {result.timing.p50_ms:.0f} ms, gray diff mean {result.gray_diff_mean:.2f} "
+                f"max {result.gray_diff_max:.0f}{share}")
+
+    def run(self) -> dict:
+        machine = machine_description(self.device)
+        reports = [self.run_resolution(w, h) for w, h in self.config.resolutions]
+        if hasattr(os, "getloadavg"):
+            machine["load_average_end"] = list(os.getloadavg())
+        return {
+            "format": "streamfuse-bench",
+            "version": 1,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": asdict(self.config),
+            "machine": machine,
+            "peak_gflops": self.peaks,
+            "resolutions": [asdict(report) for report in reports],
+        }
+
+
+def format_table(bench: dict) -> str:
+    """The results as a fixed-width text table, one block per resolution."""
+    lines = []
+    machine = bench["machine"]
+    lines.append(f"{machine['cpu']} ({machine['cpu_count']} cores, {machine['torch_threads']} torch threads), "
+                 f"device {machine['device']}, torch {machine['torch']}, openvino {machine.get('openvino')}")
+    if "load_average_start" in machine:
+        lines.append(f"load average at start {machine['load_average_start'][0]:.1f}, "
+                     f"at end {machine.get('load_average_end', ['?'])[0]}")
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in bench["peak_gflops"].items())
+    lines.append(f"peak matmul GFLOP/s: {peaks}; rule {bench['config']['rule']}")
+    header = (f"{'engine':<9} {'prec':<5} {'batch':>5} {'pairs/s':>8} {'speedup':>8} {'p50 ms':>8} "
+              f"{'p99 ms':>8} {'%peak':>6} {'diff mean/max':>14} {'fusion %net':>11} {'build s':>8}")
+    for report in bench["resolutions"]:
+        base = report["baseline"]
+        lines.append("")
+        lines.append(f"{report['resolution']}: {report['gflop_per_pair']:.0f} GFLOP/pair; baseline "
+                     f"(fp32 eager, BN unfolded, rule sum, 1 pair) {base['pairs_per_s']:.3f} pairs/s, "
+                     f"p50 {base['p50_ms']:.0f} ms, p99 {base['p99_ms']:.0f} ms ({base['calls']} calls)")
+        lines.append(header)
+        for r in report["results"]:
+            t = r["timing"]
+            if t is None:
+                lines.append(f"{r['engine']:<9} {r['precision']:<5} {r['batch']:>5} {r['status']}")
+                continue
+            share = "" if r["fusion_share"] is None else f"{100 * r['fusion_share']:.0f}%"
+            lines.append(
+                f"{r['engine']:<9} {r['precision']:<5} {r['batch']:>5} {t['pairs_per_s']:>8.2f} "
+                f"{r['speedup']:>7.1f}x {t['p50_ms']:>8.0f} {t['p99_ms']:>8.0f} "
+                f"{100 * r['fraction_of_peak']:>5.0f}% {r['gray_diff_mean']:>7.2f}/{r['gray_diff_max']:<6.0f} "
+                f"{share:>11} {r['build_s']:>8.1f}"
+            )
+    return "\n".join(lines)
+
+
+def parse_resolutions(text: str) -> tuple[tuple[int, int], ...]:
+    """``"640x512,1280x1024"`` -> ((640, 512), (1280, 1024))."""
+    resolutions = []
+    for item in text.split(","):
+        width, _, height = item.strip().lower().partition("x")
+        if not (width.isdigit() and height.isdigit()) or min(int(width), int(height)) < 8:
+            raise StreamFuseError(f"--resolutions: {item!r} is not WIDTHxHEIGHT (each >= 8), e.g. 640x512")
+        resolutions.append((int(width), int(height)))
+    return tuple(resolutions)
+
+
+def parse_names(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise StreamFuseError(f"{option}: {', '.join(unknown) or 'nothing'} given; use a comma list of {', '.join(allowed)}")
+    return names
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    sizes = []
+    for item in text.split(","):
+        if not item.strip().isdigit() or int(item) < 1:
+            raise StreamFuseError(f"--batch-sizes: {item!r} is not a positive integer")
+        sizes.append(int(item))
+    return tuple(sizes)
+
