@@ -1,0 +1,74 @@
+"""`streamfuse bench` on a tiny resolution: the JSON holds what the issue asks for, consistently;
+the analytic FLOP count agrees with PyTorch's own counter. (No speed is asserted.)"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from streamfuse.bench import conv_flops, parse_resolutions, time_calls
+from streamfuse.checkpoint import save_checkpoint
+from streamfuse.cli import main
+from streamfuse.errors import StreamFuseError
+from streamfuse.fuser import FusionNet
+from streamfuse.model import DIDFuse
+
+
+@pytest.mark.parametrize("height, width", [(24, 32), (17, 40)])
+def test_conv_flops_match_pytorchs_flop_counter(height, width):
+    model = DIDFuse().eval()
+    ir, vis = torch.rand(1, 1, height, width), torch.rand(1, 1, height, width)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        FusionNet(model, "sum")(ir, vis)
+    assert conv_flops(model, height, width) == counter.get_total_flops()
+
+
+def test_time_calls_takes_at_least_the_minimum_of_samples():
+    calls = []
+    seconds = time_calls(lambda: calls.append(1), torch.device("cpu"), warmup=2, min_iterations=4, seconds=0.0)
+    assert seconds.shape == (4,) and len(calls) == 6 and (seconds >= 0).all()
+
+
+def test_bench_command_writes_json_and_table_with_speedups(tmp_path, capsys):
+    torch.manual_seed(1)
+    weights = save_checkpoint(DIDFuse(), tmp_path / "w.pt")
+    output = tmp_path / "bench.json"
+    assert main(["bench", "--resolutions", "40x32", "--engines", "eager", "--precisions", "fp32,fp16",
+                 "--batch-sizes", "1,2", "--weights", str(weights), "--seconds", "0",
+                 "--min-iterations", "3", "--warmup", "1", "-o", str(output)]) == 0
+    bench = json.loads(output.read_text())
+    assert "40x32" in output.with_suffix(".txt").read_text()
+    assert bench["machine"]["cpu_count"] >= 1 and bench["machine"]["torch"] == torch.__version__
+    assert len(bench["machine"]["load_average_start"]) == 3
+    (report,) = bench["resolutions"]
+    assert report["gflop_per_pair"] == pytest.approx(conv_flops(DIDFuse(), 32, 40) / 1e9)
+    baseline = report["baseline"]
+    assert baseline["calls"] >= 3 and baseline["p99_ms"] >= baseline["p50_ms"] > 0
+    by_config = {(r["precision"], r["batch"]): r for r in report["results"]}
+    assert set(by_config) == {("fp32", 1), ("fp32", 2), ("fp16", 1), ("fp16", 2)}
+    assert by_config[("fp16", 1)]["status"].startswith("skipped: precision fp16 is for CUDA")
+    for batch in (1, 2):
+        result = by_config[("fp32", batch)]
+        timing = result["timing"]
+        assert result["status"] == "ok" and timing["batch"] == batch and timing["calls"] >= 3
+        assert timing["pairs_per_s"] == pytest.approx(batch * 1e3 / timing["mean_ms"])
+        assert result["speedup"] == pytest.approx(timing["pairs_per_s"] / baseline["pairs_per_s"])
+        assert result["fraction_of_peak"] == pytest.approx(
+            result["achieved_gflops"] / bench["peak_gflops"]["fp32"])
+        # fp32 eager with folded BatchNorm is the reference up to float rounding.
+        assert result["gray_diff_max"] <= 1
+    shared = by_config[("fp32", 1)]
+    assert shared["network_ms"] > 0 and shared["fusion_share"] == pytest.approx(
+        shared["fusion_ms"] / shared["network_ms"])
+    assert "baseline" in capsys.readouterr().out
+
+
+def test_bad_resolution_is_a_one_line_error():
+    with pytest.raises(StreamFuseError, match="WIDTHxHEIGHT"):
+        parse_resolutions("640x")
+    assert parse_resolutions("640x512, 1280x1024") == ((640, 512), (1280, 1024))
+    assert np.prod(parse_resolutions("8x8")[0]) == 64
