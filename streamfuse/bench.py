@@ -353,8 +353,9 @@ def format_table(bench: dict) -> str:
     lines.append(f"{machine['cpu']} ({machine['cpu_count']} cores, {machine['torch_threads']} torch threads), "
                  f"device {machine['device']}, torch {machine['torch']}, openvino {machine.get('openvino')}")
     if "load_average_start" in machine:
-        lines.append(f"load average at start {machine['load_average_start'][0]:.1f}, "
-                     f"at end {machine.get('load_average_end', ['?'])[0]}")
+        end = machine.get("load_average_end", [float("nan")])[0]
+        lines.append(f"load average (1 min) at start {machine['load_average_start'][0]:.1f}, at end {end:.1f} "
+                     f"(other processes on these cores slow every figure, the baseline included)")
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in bench["peak_gflops"].items())
     lines.append(f"peak matmul GFLOP/s: {peaks}; rule {bench['config']['rule']}")
     header = (f"{'engine':<9} {'prec':<5} {'batch':>5} {'pairs/s':>8} {'speedup':>8} {'p50 ms':>8} "

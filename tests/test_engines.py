@@ -17,6 +17,7 @@ import torch
 
 from streamfuse.checkpoint import save_checkpoint
 from streamfuse.engines import ENGINES, cpu_supports_bf16, create_fuser, resolve_precision
+from streamfuse.engines.cache import ShapeCache
 from streamfuse.errors import StreamFuseError
 from streamfuse.fuser import Fuser, to_uint8
 from streamfuse.model import DIDFuse
@@ -185,6 +186,16 @@ def test_bad_engine_and_precision_names_fail_with_one_line(weights):
         with pytest.raises(StreamFuseError, match=message):
             create_fuser(weights, RULE, engine, precision, "cpu")
     assert set(ENGINES) == {"eager", "compile", "tensorrt", "openvino"}
+
+
+def test_shape_cache_keeps_the_most_recently_used_shapes():
+    built = []
+    cache = ShapeCache(capacity=2)
+    for shape in [(1, 1, 8, 8), (1, 1, 9, 9), (1, 1, 8, 8), (1, 1, 10, 10), (1, 1, 8, 8), (1, 1, 9, 9)]:
+        assert cache.get_or_build(shape, lambda: built.append(shape) or shape) == shape
+    # (9, 9) was dropped when (10, 10) came, so it is built a second time; (8, 8) never is.
+    assert built == [(1, 1, 8, 8), (1, 1, 9, 9), (1, 1, 10, 10), (1, 1, 9, 9)]
+    assert list(cache) == [(1, 1, 8, 8), (1, 1, 9, 9)]
 
 
 def test_auto_precision_follows_the_device():

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 
 def cache_root(cache_dir: str | Path | None, engine: str) -> Path:
@@ -31,3 +35,21 @@ def network_digest(net: nn.Module, *parts: object) -> str:
     for part in parts:
         digest.update(repr(part).encode())
     return digest.hexdigest()[:24]
+
+
+class ShapeCache(OrderedDict):
+    """Built engines by input shape, the least recently used dropped beyond ``capacity`` (a
+    folder of many image sizes must not keep one compiled model per size alive)."""
+
+    def __init__(self, capacity: int = 8):
+        super().__init__()
+        self.capacity = capacity
+
+    def get_or_build(self, shape: tuple[int, ...], build: Callable[[], T]) -> T:
+        if shape in self:
+            self.move_to_end(shape)
+        else:
+            self[shape] = build()
+            while len(self) > self.capacity:
+                self.popitem(last=False)
+        return self[shape]

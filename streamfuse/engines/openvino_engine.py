@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamfuse.engines.cache import cache_root, network_digest
+from streamfuse.engines.cache import ShapeCache, cache_root, network_digest
 from streamfuse.errors import StreamFuseError
 from streamfuse.engines.optimize import fold_zero_padding
 from streamfuse.fuser import Fuser
@@ -67,7 +67,7 @@ class OpenVINOFuser(Fuser):
         self._core = ov.Core()
         self._core.set_property({"CACHE_DIR": str(self._cache / "compiled")})
         self._converted: dict[int, "ov.Model"] = {}
-        self._compiled: dict[tuple[int, ...], "ov.CompiledModel"] = {}
+        self._compiled = ShapeCache()
 
     def _model_for_batch(self, batch: int) -> "ov.Model":
         """The converted model for ``batch`` pairs (dynamic height/width), from disk when cached."""
@@ -77,7 +77,9 @@ class OpenVINOFuser(Fuser):
             if path.is_file():
                 model = self._core.read_model(path)
             else:
-                model = ov.convert_model(export_program(self.net, batch))
+                # torch.export needs ordinary tensors, whatever mode the caller is in.
+                with torch.inference_mode(False), torch.no_grad():
+                    model = ov.convert_model(export_program(self.net, batch))
                 # Temporary name first: a half-written cache file must never be read back.
                 partial = path.with_name(f"{path.stem}.partial.xml")
                 ov.save_model(model, partial, compress_to_fp16=False)
@@ -88,19 +90,20 @@ class OpenVINOFuser(Fuser):
 
     def _compiled_for(self, shape: tuple[int, ...]) -> "ov.CompiledModel":
         """The model compiled for inputs of exactly ``shape`` ``(B, 1, H, W)``."""
-        if shape not in self._compiled:
-            if shape[1] != 1 or min(shape[2:]) < MIN_SIDE:
-                raise StreamFuseError(
-                    f"openvino engine: input {shape} must be (B, 1, H, W) with H, W >= {MIN_SIDE}"
-                )
-            model = self._model_for_batch(shape[0]).clone()
-            model.reshape({port: ov.PartialShape(list(shape)) for port in model.inputs})
-            self._compiled[shape] = self._core.compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision],
-                "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-            })
-        return self._compiled[shape]
+        if shape[1] != 1 or min(shape[2:]) < MIN_SIDE:
+            raise StreamFuseError(
+                f"openvino engine: input {shape} must be (B, 1, H, W) with H, W >= {MIN_SIDE}"
+            )
+        return self._compiled.get_or_build(shape, lambda: self._compile(shape))
+
+    def _compile(self, shape: tuple[int, ...]) -> "ov.CompiledModel":
+        model = self._model_for_batch(shape[0]).clone()
+        model.reshape({port: ov.PartialShape(list(shape)) for port in model.inputs})
+        return self._core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        })
 
     def fuse_tensors(self, ir: Tensor, vis: Tensor) -> Tensor:
         """``(B, 1, H, W)`` float in [0, 1] each -> fused ``(B, 1, H, W)`` float32 in [0, 1]."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from streamfuse.engines.cache import cache_root, network_digest
+from streamfuse.engines.cache import ShapeCache, cache_root, network_digest
 from streamfuse.errors import StreamFuseError
 from streamfuse.engines.optimize import fold_zero_padding
 from streamfuse.fuser import Fuser
@@ -70,19 +70,20 @@ class TensorRTFuser(Fuser):
         gpu = torch.cuda.get_device_properties(self.device)
         self._build_key = (precision, gpu.name, f"sm{gpu.major}{gpu.minor}", torch.__version__,
                            torch_tensorrt.__version__, tensorrt.__version__)
-        self._modules: dict[tuple[int, ...], torch.nn.Module] = {}
+        self._modules = ShapeCache()
 
     def _module_for(self, shape: tuple[int, ...]) -> torch.nn.Module:
         """The TensorRT module for inputs of exactly ``shape``: built, or loaded from the cache."""
-        if shape not in self._modules:
-            key = network_digest(self.net, "tensorrt", shape, *self._build_key)
-            path = self._cache / f"fusionnet-{key}.ep"
-            if not path.is_file():
-                # torch.export needs ordinary tensors, whatever mode the caller is in.
-                with torch.inference_mode(False), torch.no_grad():
-                    self._build(shape, path)
-            self._modules[shape] = self._torch_tensorrt.load(str(path)).module()
-        return self._modules[shape]
+        return self._modules.get_or_build(shape, lambda: self._load(shape))
+
+    def _load(self, shape: tuple[int, ...]) -> torch.nn.Module:
+        key = network_digest(self.net, "tensorrt", shape, *self._build_key)
+        path = self._cache / f"fusionnet-{key}.ep"
+        if not path.is_file():
+            # torch.export needs ordinary tensors, whatever mode the caller is in.
+            with torch.inference_mode(False), torch.no_grad():
+                self._build(shape, path)
+        return self._torch_tensorrt.load(str(path)).module()
 
     def _build(self, shape: tuple[int, ...], path: Path) -> None:
         """Export, build and save the module for ``shape`` to ``path`` (written whole or not at all)."""
