@@ -11,6 +11,8 @@ from streamfuse.errors import StreamFuseError
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 COMMAND_MODULES: list[str] = [
+    "streamfuse.commands.eval",
+    "streamfuse.commands.fuse",
     "streamfuse.commands.train",
     "streamfuse.commands.weights",
 ]

@@ -1,0 +1,73 @@
+"""Box and guided filters on batched tensors, on whatever device the input lives on.
+
+Both are built from separable average pooling, so they run unchanged under ``torch.compile``,
+ONNX export and any device; they never leave the tensor world (no NumPy/OpenCV).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["box_filter", "guided_filter"]
+
+
+def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over the (2r+1)x(2r+1) window around each pixel, restricted to the image.
+
+    Near the border the window is cut to the part inside the image and the sum is divided by
+    that part's pixel count, as in He et al.'s guided-filter reference (``boxfilter / N``).
+
+    The filter is two 1-D average poolings with ``count_include_pad=False``: the in-image part
+    of the window is a rectangle, so dividing each axis by its own in-image count equals
+    dividing by the rectangle's area. Each output is a direct sum over at most 2r+1 values per
+    axis, so it keeps float32 precision on large frames, where a 2-D cumulative-sum (integral
+    image) box filter loses digits to the growing running sums.
+
+    Args:
+        x: (B, C, H, W) floating tensor.
+        radius: window radius r >= 0; r = 0 returns ``x`` unchanged.
+
+    Returns:
+        (B, C, H, W) tensor, same dtype and device as ``x``.
+    """
+    if radius < 0:
+        raise ValueError(f"box_filter radius must be >= 0, got {radius}")
+    if radius == 0:
+        return x
+    size = 2 * radius + 1
+    along_width = F.avg_pool2d(
+        x, (1, size), stride=1, padding=(0, radius), count_include_pad=False
+    )
+    return F.avg_pool2d(
+        along_width, (size, 1), stride=1, padding=(radius, 0), count_include_pad=False
+    )
+
+
+def guided_filter(
+    guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float
+) -> torch.Tensor:
+    """Gray-guide guided filter (He, Sun, Tang, TPAMI 2013, Algorithm 1).
+
+    Every window is fitted with the local linear model ``q = a * guide + b`` (least squares with
+    ridge ``eps`` on ``a``), and the output averages the models of all windows covering a pixel.
+    ``eps`` is in the guide's squared units: edges whose guide variance is well above ``eps`` are
+    kept, flatter regions are smoothed like a box filter.
+
+    Args:
+        guide: (B, 1, H, W) gray guide, or (B, C, H, W) for one gray guide per channel.
+        src: (B, C, H, W) input to filter; the guide broadcasts over its channels.
+        radius: window radius r >= 0 (window (2r+1)x(2r+1), cut at the image border).
+        eps: regularisation > 0.
+
+    Returns:
+        (B, C, H, W) filtered ``src``.
+    """
+    mean_guide = box_filter(guide, radius)
+    mean_src = box_filter(src, radius)
+    # Rounding can push a flat window's variance a hair below zero; it is >= 0 by definition.
+    var_guide = (box_filter(guide * guide, radius) - mean_guide * mean_guide).clamp_min(0)
+    cov_guide_src = box_filter(guide * src, radius) - mean_guide * mean_src
+    slope = cov_guide_src / (var_guide + eps)
+    offset = mean_src - slope * mean_guide
+    return box_filter(slope, radius) * guide + box_filter(offset, radius)

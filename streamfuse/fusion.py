@@ -1,0 +1,384 @@
+"""DIDFuse fusion layer (paper Sec. III-D, eq. 6-17): merges IR and visible encoder maps pairwise.
+
+Each of the four encoder outputs (f1, f2, base B, detail D), all (B, 64, H, W), is fused with
+its counterpart from the other camera by a configurable rule:
+
+- ``sum``: ``ir + vis``, what the authors' public (IJCAI 2020) code does; reproduces its results.
+- ``average``, ``weighted`` (eq. 13): fixed weights 0.5/0.5 and gamma/(1 - gamma).
+- ``l1`` (eq. 7-8) and ``saliency`` (eq. 9-12): spatial attention, one weight per pixel.
+- ``cam`` (eq. 14-16): channel attention, one weight per channel.
+- ``average+cam``, ``weighted+cam``, ``l1+cam``, ``saliency+cam``: eq. 17, ``0.5 * (SAM + CAM)``.
+
+Weights are computed in float32 (float64 for float64 input) whatever the input dtype, so fp16/
+bf16 maps and autocast do not degrade the histogram, guided filter or divisions; the maps are
+then mixed in the input's dtype. There is no ``.item()``, no data-dependent Python branch and no
+NumPy/OpenCV on this path, so it runs batched on any device and under ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from .errors import StreamFuseError
+from .filters import box_filter, guided_filter
+
+__all__ = [
+    "MAP_NAMES",
+    "RULES",
+    "FusionConfig",
+    "FusionLayer",
+    "cam_weights",
+    "fuse_maps",
+    "l1_activity",
+    "l1_weights",
+    "quantize_activity",
+    "saliency_map",
+    "saliency_weights",
+]
+
+MAP_NAMES = ("f1", "f2", "base", "detail")
+RULES = (
+    "sum",
+    "average",
+    "weighted",
+    "l1",
+    "saliency",
+    "cam",
+    "average+cam",
+    "weighted+cam",
+    "l1+cam",
+    "saliency+cam",
+)
+SALIENCY_LEVELS = 256
+# Activity spans below this fraction of the peak are float noise, not structure: see
+# quantize_activity.
+ACTIVITY_NOISE_FLOOR = 1e-3
+# Eq. 7's psi is a 3x3 box blur.
+L1_SMOOTHING_RADIUS = 1
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """How the fusion layer merges each IR/visible map pair.
+
+    Attributes:
+        rule: one of ``RULES``; the paper's choice (Table III) is ``saliency+cam``.
+        gamma: IR weight of the ``weighted`` rule (eq. 13); visible gets ``1 - gamma``.
+        guided_radius: radius of the guided filter refining saliency weights (eq. 11). The
+            paper gives none. 7 (a 15x15 window, about 2 % of a 640-pixel-wide frame, as
+            DIDFuse keeps full resolution) is wide enough to even out the pixel-level speckle
+            of the raw saliency ratio yet narrow enough to keep object-sized weight changes.
+            To be tuned on validation data with trained weights.
+        guided_eps: guided-filter regularisation, in squared units of the guide, which is the
+            activity map scaled to [0, 1]. 1e-2 means windows whose guide standard deviation is
+            well above 0.1 (about 25 of 255 levels) keep weight edges aligned with activity
+            edges, while flatter windows are simply averaged. To be tuned on validation data.
+        eps: added to every ratio's numerator (once) and denominator (twice), so that two zero
+            activities give 0.5/0.5 instead of NaN; negligible against real activities.
+        apply_to: which of ``MAP_NAMES`` the rule is applied to; the others are fused with
+            ``sum`` (the authors' public behaviour). Default: all four.
+    """
+
+    rule: str = "saliency+cam"
+    gamma: float = 0.5
+    guided_radius: int = 7
+    guided_eps: float = 1e-2
+    eps: float = 1e-6
+    apply_to: tuple[str, ...] = MAP_NAMES
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise StreamFuseError(
+                f"FusionConfig.rule: unknown rule {self.rule!r}; use one of {', '.join(RULES)}"
+            )
+        if not 0.0 <= self.gamma <= 1.0:
+            raise StreamFuseError(f"FusionConfig.gamma: {self.gamma} is outside [0, 1]")
+        if isinstance(self.guided_radius, bool) or not isinstance(self.guided_radius, int) or (
+            self.guided_radius < 0
+        ):
+            raise StreamFuseError(
+                f"FusionConfig.guided_radius: {self.guided_radius!r} must be an integer >= 0"
+            )
+        if not self.guided_eps > 0:
+            raise StreamFuseError(f"FusionConfig.guided_eps: {self.guided_eps} must be > 0")
+        if not self.eps > 0:
+            raise StreamFuseError(f"FusionConfig.eps: {self.eps} must be > 0")
+        if isinstance(self.apply_to, str):
+            raise StreamFuseError(
+                f"FusionConfig.apply_to: {self.apply_to!r} must be a list of map names, "
+                f"e.g. ['base', 'detail'], from {', '.join(MAP_NAMES)}"
+            )
+        apply_to = tuple(self.apply_to)
+        unknown = [name for name in apply_to if name not in MAP_NAMES]
+        if unknown:
+            raise StreamFuseError(
+                f"FusionConfig.apply_to: unknown map name(s) {', '.join(map(repr, unknown))}; "
+                f"use names from {', '.join(MAP_NAMES)}"
+            )
+        object.__setattr__(self, "apply_to", apply_to)
+
+
+def _weight_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision maps, float64 stays float64."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _share(own: torch.Tensor, other: torch.Tensor, eps: float) -> torch.Tensor:
+    """``own / (own + other)`` for non-negative inputs, guarded: 0.5 where both are 0.
+
+    ``(own + eps) / (own + other + 2 eps)`` stays in [0, 1] under float rounding too, since the
+    numerator can never round above the denominator.
+    """
+    return (own + eps) / (own + other + 2 * eps)
+
+
+def l1_activity(x: torch.Tensor) -> torch.Tensor:
+    """Channel-wise l1 norm at every pixel, ``sum_c |x_c(y, x)|``.
+
+    Args:
+        x: (B, C, H, W) feature map.
+
+    Returns:
+        (B, 1, H, W) activity, float32 (float64 for float64 input); accumulated in that dtype
+        so 64 half-precision channels cannot overflow.
+    """
+    return x.abs().sum(dim=1, keepdim=True, dtype=_weight_dtype(x))
+
+
+def l1_weights(
+    ir: torch.Tensor, vis: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """l1-attention weights (eq. 7): share of the 3x3-box-blurred l1 activity.
+
+    ``w_ir = (a_ir + eps) / (a_ir + a_vis + 2 eps)`` with ``a = box3(l1_activity(x))`` (the box
+    is cut at the image border), ``w_vis = 1 - w_ir``; zero activity on both gives 0.5/0.5.
+
+    Args:
+        ir, vis: (B, C, H, W) feature maps of the two cameras.
+        eps: division guard.
+
+    Returns:
+        ``(w_ir, w_vis)``, each (B, 1, H, W), in [0, 1], summing to 1.
+    """
+    activity_ir = box_filter(l1_activity(ir), L1_SMOOTHING_RADIUS)
+    activity_vis = box_filter(l1_activity(vis), L1_SMOOTHING_RADIUS)
+    weight_ir = _share(activity_ir, activity_vis, eps)
+    return weight_ir, 1 - weight_ir
+
+
+def quantize_activity(activity: torch.Tensor) -> torch.Tensor:
+    """Integer levels 0..255 of an activity map, min-max scaled per sample.
+
+    ``round((a - min) / span * 255)`` with ``span = max(max - min, 1e-3 * max, tiny)``, computed
+    in ``activity``'s dtype (rounding half to even). The floor keeps float rounding from being
+    stretched to full scale: the channel sum of an exactly constant map differs by an ulp
+    between pixels (vectorised and scalar summation paths), and a bare min-max would turn that
+    into levels 0 and 255. Variations under 0.1 % of the peak activity are therefore not
+    stretched (they get proportionally fewer levels), and a constant or all-zero map gives all
+    zeros, without a branch.
+
+    Args:
+        activity: (B, 1, H, W) non-negative map, e.g. ``l1_activity(x)``.
+
+    Returns:
+        (B, 1, H, W) int64 levels in [0, 255].
+    """
+    flat = activity.flatten(1)
+    low = flat.amin(dim=1).view(-1, 1, 1, 1)
+    high = flat.amax(dim=1).view(-1, 1, 1, 1)
+    noise_floor = (ACTIVITY_NOISE_FLOOR * high).clamp_min(torch.finfo(activity.dtype).tiny)
+    span = torch.maximum(high - low, noise_floor)
+    scaled = (activity - low) / span * (SALIENCY_LEVELS - 1)
+    return scaled.round().clamp(0, SALIENCY_LEVELS - 1).to(torch.int64)
+
+
+def saliency_map(levels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Histogram-contrast saliency (eq. 9): ``S(p) = sum_k H(k) |m(p) - k|``.
+
+    ``H`` is each sample's 256-bin histogram as probabilities (a batched ``scatter_add``; float32
+    counts are exact up to 2**24 pixels per sample, 25x a 640x512 frame). The
+    sum over k depends on ``m(p)`` only, so it is a 256-entry lookup table ``LUT = H @ D`` with
+    ``D[k, q] = |q - k|``, read back with ``gather``. The product is written as a broadcast
+    multiply-sum (65k terms per sample) rather than ``matmul``, which autocast would run in
+    half precision.
+
+    Args:
+        levels: (B, 1, H, W) int64 levels in [0, 255], from ``quantize_activity``.
+        dtype: floating dtype of the result.
+
+    Returns:
+        (B, 1, H, W) saliency in [0, 255]; a constant map has saliency 0.
+    """
+    flat_levels = levels.flatten(1)
+    counts = torch.zeros(
+        flat_levels.shape[0], SALIENCY_LEVELS, dtype=dtype, device=levels.device
+    ).scatter_add_(1, flat_levels, torch.ones_like(flat_levels, dtype=dtype))
+    histogram = counts / flat_levels.shape[1]
+    grey = torch.arange(SALIENCY_LEVELS, dtype=dtype, device=levels.device)
+    distance = (grey.unsqueeze(1) - grey.unsqueeze(0)).abs()
+    lookup = (histogram.unsqueeze(2) * distance).sum(dim=1)
+    return lookup.gather(1, flat_levels).view(levels.shape)
+
+
+def saliency_weights(
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    radius: int,
+    eps: float,
+    div_eps: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Saliency-attention weights (eq. 9-11).
+
+    The paper does not say how a 64-channel map becomes the 8-bit image of eq. 9. Here
+    ``m = quantize_activity(l1_activity(x))``: the unsmoothed per-pixel l1 norm (the guided
+    filter does the smoothing), min-max scaled per sample to integer levels 0..255.
+
+    1. ``S = saliency_map(m)`` for each camera (eq. 9).
+    2. ``w~_ir = (S_ir + div_eps) / (S_ir + S_vis + 2 div_eps)``, ``w~_vis = 1 - w~_ir`` (eq. 10).
+    3. Eq. 11: ``w~_ir`` is guided-filtered with guide ``m_ir / 255`` and ``w~_vis`` with
+       ``m_vis / 255``. The paper guides by the 64-channel map itself; a guided filter with a
+       C-channel guide solves a CxC system per pixel (64x64 here), far too costly for real
+       time, so the gray activity map stands in for it. The filtered maps can overshoot below
+       0, so they are clamped at 0 before the renormalisation ``w_ir = r_ir / (r_ir + r_vis)``
+       (guarded like step 2), which keeps weights in [0, 1] summing to 1.
+
+    Args:
+        ir, vis: (B, C, H, W) feature maps of the two cameras.
+        radius: guided-filter radius.
+        eps: guided-filter regularisation (guide in [0, 1]).
+        div_eps: division guard.
+
+    Returns:
+        ``(w_ir, w_vis)``, each (B, 1, H, W), in [0, 1], summing to 1.
+    """
+    batch = ir.shape[0]
+    # Both cameras go through every step as one batch of 2B samples.
+    activity = torch.cat([l1_activity(ir), l1_activity(vis)])
+    levels = quantize_activity(activity)
+    saliency_ir, saliency_vis = saliency_map(levels, activity.dtype).split(batch)
+    raw_ir = _share(saliency_ir, saliency_vis, div_eps)
+    raw = torch.cat([raw_ir, 1 - raw_ir])
+    guide = levels.to(activity.dtype) / (SALIENCY_LEVELS - 1)
+    refined_ir, refined_vis = guided_filter(guide, raw, radius, eps).clamp_min(0).split(batch)
+    weight_ir = _share(refined_ir, refined_vis, div_eps)
+    return weight_ir, 1 - weight_ir
+
+
+def _mean_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, 1, 1) mean of |x| per channel, in the weight dtype."""
+    # One fused pass: abs().mean() would first write a full-size |x|.
+    l1_norm = torch.linalg.vector_norm(x, 1, dim=(2, 3), keepdim=True, dtype=_weight_dtype(x))
+    return l1_norm / (x.shape[2] * x.shape[3])
+
+
+def cam_weights(
+    ir: torch.Tensor, vis: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channel-attention weights (eq. 14-15).
+
+    The global pooling Omega is the mean magnitude ``mean_{y,x} |x_c|`` per channel: base and
+    detail maps come out of tanh and can be negative, and a plain mean could cancel to 0 or go
+    negative and push the weights outside [0, 1].
+    ``lambda_ir = (p_ir + eps) / (p_ir + p_vis + 2 eps)``, ``lambda_vis = 1 - lambda_ir``.
+
+    Args:
+        ir, vis: (B, C, H, W) feature maps of the two cameras.
+        eps: division guard.
+
+    Returns:
+        ``(lambda_ir, lambda_vis)``, each (B, C, 1, 1), in [0, 1], summing to 1.
+    """
+    pooled_ir = _mean_magnitude(ir)
+    pooled_vis = _mean_magnitude(vis)
+    weight_ir = _share(pooled_ir, pooled_vis, eps)
+    return weight_ir, 1 - weight_ir
+
+
+def _spatial_ir_weight(
+    name: str, ir: torch.Tensor, vis: torch.Tensor, config: FusionConfig
+) -> torch.Tensor | float:
+    """IR weight of a spatial rule: a float for the fixed rules, else (B, 1, H, W)."""
+    if name == "average":
+        return 0.5
+    if name == "weighted":
+        return config.gamma
+    if name == "l1":
+        return l1_weights(ir, vis, config.eps)[0]
+    return saliency_weights(ir, vis, config.guided_radius, config.guided_eps, config.eps)[0]
+
+
+def fuse_maps(
+    ir: torch.Tensor, vis: torch.Tensor, config: FusionConfig | None = None
+) -> torch.Tensor:
+    """Fuse one IR/visible map pair with ``config.rule``.
+
+    Every rule but ``sum`` is a convex combination ``w * ir + (1 - w) * vis`` computed as
+    ``torch.lerp(vis, ir, w)``. With CAM, eq. 17 ``0.5 * (F_spa + F_cha)`` equals one such
+    combination with ``w = 0.5 * (w_spa + lambda)``, broadcast to (B, C, H, W).
+
+    Args:
+        ir, vis: (B, C, H, W) maps of the same shape, dtype and device.
+        config: the rule and its settings; default ``FusionConfig()`` (``saliency+cam``).
+
+    Returns:
+        (B, C, H, W) fused map in the inputs' dtype.
+    """
+    if config is None:
+        config = FusionConfig()
+    if ir.shape != vis.shape:
+        raise StreamFuseError(
+            f"fuse_maps: IR map {tuple(ir.shape)} and visible map {tuple(vis.shape)} differ; "
+            "encode frames of the same size"
+        )
+    if config.rule == "sum":
+        return ir + vis
+    spatial_name, _, cam = config.rule.partition("+")
+    if spatial_name == "cam":
+        ir_weight = cam_weights(ir, vis, config.eps)[0]
+    elif cam:
+        spatial = _spatial_ir_weight(spatial_name, ir, vis, config)
+        # Halve the small weight tensors first: only the final broadcast add is full size.
+        ir_weight = 0.5 * spatial + 0.5 * cam_weights(ir, vis, config.eps)[0]
+    else:
+        ir_weight = _spatial_ir_weight(spatial_name, ir, vis, config)
+    if isinstance(ir_weight, torch.Tensor):
+        ir_weight = ir_weight.to(ir.dtype)
+    return torch.lerp(vis, ir, ir_weight)
+
+
+class FusionLayer(nn.Module):
+    """The test-time fusion layer: fuses the encoder's four maps (f1, f2, B, D) pairwise.
+
+    Maps named in ``config.apply_to`` get ``config.rule``; the others are summed.
+    It has no parameters.
+    """
+
+    def __init__(self, config: FusionConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else FusionConfig()
+        self._sum_config = replace(self.config, rule="sum")
+
+    def forward(
+        self,
+        ir_features: tuple[torch.Tensor, ...],
+        vis_features: tuple[torch.Tensor, ...],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Args: two 4-tuples (f1, f2, B, D) of (B, 64, H, W) maps. Returns the fused 4-tuple."""
+        if len(ir_features) != len(MAP_NAMES) or len(vis_features) != len(MAP_NAMES):
+            raise StreamFuseError(
+                f"FusionLayer: expected {len(MAP_NAMES)} maps {MAP_NAMES} per camera, got "
+                f"{len(ir_features)} (IR) and {len(vis_features)} (visible)"
+            )
+        f1, f2, base, detail = (
+            fuse_maps(
+                ir, vis, self.config if name in self.config.apply_to else self._sum_config
+            )
+            for name, ir, vis in zip(MAP_NAMES, ir_features, vis_features)
+        )
+        return f1, f2, base, detail
+
+    def extra_repr(self) -> str:
+        return repr(self.config)

@@ -1,0 +1,131 @@
+"""`streamfuse fuse` end to end: files and folders, colour, sizes, and bad input."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from streamfuse.checkpoint import save_checkpoint
+from streamfuse.cli import main
+from streamfuse.fuser import Fuser, merge_luma, split_luma
+from streamfuse.model import DIDFuse
+from conftest import read_pair
+from test_checkpoint import write_authors_pair
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(7)
+    return save_checkpoint(DIDFuse(), tmp_path_factory.mktemp("w") / "random.pt")
+
+
+def small_real_pair(set_name="tno", index=4, size=(96, 72)):
+    ir, vis = read_pair(set_name, index)
+    return ir[: size[1], : size[0]].copy(), vis[: size[1], : size[0]].copy()
+
+
+def write_pair(folder, stem, ir, vis, ext=".png"):
+    (folder / "ir").mkdir(parents=True, exist_ok=True)
+    (folder / "vis").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "ir" / f"{stem}{ext}"), ir)
+    cv2.imwrite(str(folder / "vis" / f"{stem}{ext}"), vis)
+    return folder / "ir" / f"{stem}{ext}", folder / "vis" / f"{stem}{ext}"
+
+
+def test_imported_weights_and_sum_rule_give_a_png_of_the_input_size(tmp_path):
+    write_authors_pair(tmp_path)
+    assert main(["import-weights", "--encoder", str(tmp_path / "Encoder_weight_IJCAI.pkl"),
+                 "--decoder", str(tmp_path / "Decoder_weight_IJCAI.pkl"), "-o", str(tmp_path / "w.pt")]) == 0
+    ir, vis = small_real_pair("flir-test", 0, (101, 77))
+    ir_path, vis_path = write_pair(tmp_path, "a", ir, vis, ".jpg")
+    out = tmp_path / "fused.png"
+    assert main(["fuse", "--ir", str(ir_path), "--vis", str(vis_path), "-o", str(out),
+                 "--weights", str(tmp_path / "w.pt"), "--rule", "sum"]) == 0
+    fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert fused.shape == (77, 101) and fused.dtype == np.uint8
+
+
+def test_output_is_rounded_network_output(tmp_path, weights):
+    ir, vis = small_real_pair()
+    ir_path, vis_path = write_pair(tmp_path, "p", ir, vis)
+    assert main(["fuse", "--ir", str(ir_path), "--vis", str(vis_path), "-o", str(tmp_path / "o.png"),
+                 "--weights", str(weights), "--rule", "saliency+cam"]) == 0
+    written = cv2.imread(str(tmp_path / "o.png"), cv2.IMREAD_UNCHANGED)
+    fuser = Fuser.from_weights(weights, "saliency+cam")
+    as_float = fuser.fuse_tensors(torch.from_numpy(ir)[None, None].float() / 255,
+                                  torch.from_numpy(vis)[None, None].float() / 255)[0, 0].numpy()
+    assert np.array_equal(written, np.round(as_float.astype(np.float64) * 255).astype(np.uint8))
+    assert written.std() > 1.0  # a real image, not a constant
+
+
+def test_colour_visible_keeps_its_colour(tmp_path, weights):
+    ir, vis_gray = small_real_pair()
+    # A colour visible frame: the real visible image with a mild colour cast (saturated colours
+    # would leave the RGB gamut once the luminance changes, and clipping then shifts Y).
+    gray3 = cv2.cvtColor(vis_gray, cv2.COLOR_GRAY2BGR)
+    vis_colour = cv2.addWeighted(gray3, 0.85, cv2.applyColorMap(vis_gray, cv2.COLORMAP_JET), 0.15, 0)
+    ir_path, vis_path = write_pair(tmp_path, "c", ir, vis_colour)
+    out = tmp_path / "colour.png"
+    assert main(["fuse", "--ir", str(ir_path), "--vis", str(vis_path), "-o", str(out),
+                 "--weights", str(weights), "--rule", "saliency+cam"]) == 0
+    fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert fused.shape == vis_colour.shape
+    fused_ycrcb = cv2.cvtColor(fused, cv2.COLOR_BGR2YCrCb).astype(int)
+    vis_ycrcb = cv2.cvtColor(vis_colour, cv2.COLOR_BGR2YCrCb).astype(int)
+    fuser = Fuser.from_weights(weights, "saliency+cam")
+    luma, chroma = split_luma(vis_colour)
+    expected_luma = fuser.fuse(ir, luma)
+    assert np.array_equal(fused, merge_luma(expected_luma, chroma))
+    # BGR holds YCrCb only up to rounding (and gamut clipping at the extremes).
+    assert np.mean(np.abs(fused_ycrcb[..., 0] - expected_luma)) < 1.0
+    assert np.mean(np.abs(fused_ycrcb[..., 1:] - vis_ycrcb[..., 1:])) < 1.5
+    assert np.array_equal(merge_luma(*split_luma(vis_gray)), vis_gray)
+
+
+def test_gray_in_gray_out_on_a_tno_pair(tmp_path, weights):
+    ir, vis = read_pair("tno", 4)
+    ir_path, vis_path = write_pair(tmp_path, "t", ir, vis)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    assert main(["fuse", "--ir", str(ir_path), "--vis", str(vis_path), "-o", str(out_dir),
+                 "--weights", str(weights)]) == 0
+    fused = cv2.imread(str(out_dir / "t.png"), cv2.IMREAD_UNCHANGED)
+    assert fused.shape == vis.shape
+
+
+def test_size_mismatch_is_named_or_resized(tmp_path, weights, capsys):
+    ir, vis = small_real_pair()
+    ir_path, vis_path = write_pair(tmp_path, "m", cv2.resize(ir, (48, 36)), vis)
+    args = ["fuse", "--ir", str(ir_path), "--vis", str(vis_path), "-o", str(tmp_path / "m.png"), "--weights", str(weights)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "48x36" in err and "96x72" in err and "--resize" in err and len(err.splitlines()) == 1
+    assert main(args + ["--resize"]) == 0
+    assert cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_UNCHANGED).shape == (72, 96)
+
+
+def test_folder_run_goes_on_past_bad_pairs_and_reports_them(tmp_path, weights, capsys):
+    data = tmp_path / "data"
+    for index, stem in enumerate(["001", "002", "003"]):
+        write_pair(data, stem, *small_real_pair("flir-test", index, (64, 48)))
+    (data / "vis" / "002.png").write_bytes(b"not a png at all")
+    cv2.imwrite(str(data / "ir" / "004.png"), np.full((48, 64), 9, np.uint8))  # no visible partner
+    out = tmp_path / "out"
+    code = main(["fuse", "--ir", str(data / "ir"), "--vis", str(data / "vis"), "-o", str(out), "--weights", str(weights)])
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["001.png", "003.png"]
+    err = capsys.readouterr().err
+    assert "002.png: cannot decode" in err and "004" in err
+
+
+def test_missing_file_and_unknown_rule_are_one_line_errors(tmp_path, weights, capsys):
+    ir, vis = small_real_pair()
+    ir_path, vis_path = write_pair(tmp_path, "x", ir, vis)
+    assert main(["fuse", "--ir", str(tmp_path / "nope.png"), "--vis", str(vis_path), "-o", str(tmp_path / "o.png"),
+                 "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nope.png" in err and len(err.splitlines()) == 1
+    assert main(["fuse", "--ir", str(ir_path), "--vis", str(vis_path), "-o", str(tmp_path / "o.png"),
+                 "--weights", str(weights), "--rule", "median"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "median" in err and "saliency+cam" in err and len(err.splitlines()) == 1
