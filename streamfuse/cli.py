@@ -13,6 +13,7 @@ from streamfuse.errors import StreamFuseError
 COMMAND_MODULES: list[str] = [
     "streamfuse.commands.eval",
     "streamfuse.commands.fuse",
+    "streamfuse.commands.run",
     "streamfuse.commands.train",
     "streamfuse.commands.weights",
 ]
