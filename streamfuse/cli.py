@@ -13,8 +13,10 @@ from streamfuse.errors import StreamFuseError
 COMMAND_MODULES: list[str] = [
     "streamfuse.commands.eval",
     "streamfuse.commands.fuse",
+    "streamfuse.commands.record",
     "streamfuse.commands.run",
     "streamfuse.commands.train",
+    "streamfuse.commands.view",
     "streamfuse.commands.weights",
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline_helpers import reference_pairs
 from streamfuse.pipeline.frames import Frame
 from streamfuse.pipeline.sync import IR, VIS, Synchroniser, default_tolerance
 
@@ -18,24 +19,6 @@ from streamfuse.pipeline.sync import IR, VIS, Synchroniser, default_tolerance
 def frames(times) -> list[Frame]:
     return [Frame(image=np.zeros((1, 1), np.uint8), timestamp=float(t), captured_at=0.0, index=i)
             for i, t in enumerate(times)]
-
-
-def reference_pairs(ir_times, vis_times, offset, tolerance) -> list[tuple[int, int]]:
-    """Nearest partner of each frame of the slower stream, within the tolerance."""
-    ir_times = np.asarray(ir_times) + offset
-    vis_times = np.asarray(vis_times)
-    pairs = []
-    if np.median(np.diff(ir_times)) >= np.median(np.diff(vis_times)):  # IR is the slower stream
-        for i, t in enumerate(ir_times):
-            j = int(np.argmin(np.abs(vis_times - t)))
-            if abs(vis_times[j] - t) <= tolerance:
-                pairs.append((i, j))
-    else:
-        for j, t in enumerate(vis_times):
-            i = int(np.argmin(np.abs(ir_times - t)))
-            if abs(ir_times[i] - t) <= tolerance:
-                pairs.append((i, j))
-    return pairs
 
 
 def run_streaming(ir_times, vis_times, offset, tolerance):

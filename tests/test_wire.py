@@ -24,11 +24,11 @@ def free_tcp_url() -> str:
 @pytest.mark.parametrize("shape", [(48, 64), (48, 64, 3)])
 def test_raw_round_trip_is_exact_and_header_is_complete(shape):
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    parts = wire.encode_frame(image, seq=5, time=1.25, ir_time=1.2, vis_time=1.25)
+    parts = wire.encode_frame(image, seq=5, time=1.25, ir_time=1.2, vis_time=1.25, fps=25)
     header, decoded = wire.decode_message(parts)
     assert np.array_equal(decoded, image)
     assert header == {"format": "streamfuse-frame", "version": 1, "seq": 5, "time": 1.25,
-                      "ir_time": 1.2, "vis_time": 1.25, "shape": list(shape), "dtype": "uint8",
+                      "ir_time": 1.2, "vis_time": 1.25, "fps": 25.0, "shape": list(shape), "dtype": "uint8",
                       "encoding": "raw"}
 
 

@@ -92,11 +92,14 @@ class ZmqPubSink:
     subscriptions, which lets a run wait for its first ``wait_subscribers`` listeners.
     """
 
-    def __init__(self, config: ZmqSinkConfig):
+    def __init__(self, config: ZmqSinkConfig, fps: float | None = None):
         self.config = config
+        self.fps = fps
         self.sent = 0
         self._socket = zmq.Context.instance().socket(zmq.XPUB)
         self._socket.setsockopt(zmq.SNDHWM, config.hwm)
+        # Pass on every subscription, also a second one to the same topic: one per subscriber.
+        self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)
         try:
             self._socket.bind(config.url)
         except zmq.ZMQError as error:
@@ -127,7 +130,7 @@ class ZmqPubSink:
         self._discard_subscriptions()
         pair = fused.pair
         parts = wire.encode_frame(fused.fused, seq=pair.seq, time=pair.vis.timestamp,
-                                  ir_time=pair.ir.timestamp, vis_time=pair.vis.timestamp,
+                                  ir_time=pair.ir.timestamp, vis_time=pair.vis.timestamp, fps=self.fps,
                                   encoding=self.config.encoding, jpeg_quality=self.config.jpeg_quality)
         self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
         self.sent += 1
@@ -176,26 +179,26 @@ class DisplaySink:
 class VideoFileWriter:
     """Frames into a video file with PyAV at ``fps``; each frame's time gives its PTS.
 
+    ``setting`` prefixes the option names in error messages (``sinks.video.`` or ``--``).
     The container opens at the first frame (its size decides the stream's). Times are rounded to
     whole frame intervals; a frame that would not advance the clock gets the next slot, so PTS
     always increases.
     """
 
     def __init__(self, path: str | Path, fps: float, codec: str = "h264", crf: int | None = 20,
-                 pix_fmt: str = "yuv420p", key: str = "sinks.video"):
+                 pix_fmt: str = "yuv420p", setting: str = "sinks.video."):
         self.path = Path(path)
         self.rate = Fraction(fps).limit_denominator(1001)
         self.codec = codec
         self.crf = crf
         self.pix_fmt = pix_fmt
         self.written = 0
-        self._key = key
         try:
             encoder = av.codec.Codec(codec, "w")
         except (av.codec.codec.UnknownCodecError, ValueError):
-            raise StreamFuseError(f"{key}.codec: FFmpeg has no encoder {codec!r}; use h264, hevc, mpeg4 or ffv1") from None
+            raise StreamFuseError(f"{setting}codec: FFmpeg has no encoder {codec!r}; use h264, hevc, mpeg4 or ffv1") from None
         if pix_fmt not in {f.name for f in encoder.video_formats or []}:
-            raise StreamFuseError(f"{key}.pix_fmt: encoder {encoder.name} does not take {pix_fmt!r}")
+            raise StreamFuseError(f"{setting}pix_fmt: encoder {encoder.name} does not take {pix_fmt!r}")
         self._encoder_name = encoder.name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = None
@@ -207,7 +210,7 @@ class VideoFileWriter:
         try:
             self._container = av.open(str(self.path), "w")
         except (av.FFmpegError, OSError) as error:
-            raise StreamFuseError(f"{self.path}: cannot write the video ({' '.join(str(error).split())}); check {self._key}.path") from None
+            raise StreamFuseError(f"{self.path}: cannot write the video ({' '.join(str(error).split())})") from None
         self._stream = self._container.add_stream(self.codec, rate=self.rate)
         self._stream.height, self._stream.width = image.shape[:2]
         self._stream.pix_fmt = self.pix_fmt
@@ -279,7 +282,7 @@ def open_sinks(config: SinksConfig, vis_fps: float, request_stop: Callable[[], N
         if config.display is not None:
             sinks.append(DisplaySink(config.display, request_stop))
         if config.zmq is not None:
-            sinks.append(ZmqPubSink(config.zmq))
+            sinks.append(ZmqPubSink(config.zmq, vis_fps))
     except BaseException:
         close_sinks(sinks)
         raise

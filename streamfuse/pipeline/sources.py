@@ -193,7 +193,8 @@ class _Backoff:
 class CaptureSource:
     """A camera or stream URL through OpenCV ``VideoCapture``; timestamps are ``time.monotonic()``
     when a frame is read. A device that fails to open or stops delivering is reopened with
-    backoff until ``stop`` is set, so the run survives cable pulls and RTSP drop-outs."""
+    backoff until ``stop`` is set, so the run survives cable pulls and RTSP drop-outs.
+    ``reconnects`` counts the failed opens and lost streams."""
 
     live = True
     frame_count = None
@@ -219,6 +220,7 @@ class CaptureSource:
         capture = cv2.VideoCapture(self._target)
         if not capture.isOpened():
             capture.release()
+            self.reconnects += 1
             log.warning("%s camera %s: cannot open; retrying in %.1f s", self.role, self.uri, self._backoff.delay)
             return False
         self._capture = capture

@@ -4,11 +4,12 @@
 A frame is a two-part message: a UTF-8 JSON header, then the image bytes::
 
     {"format": "streamfuse-frame", "version": 1, "seq": 17, "time": 0.68,
-     "ir_time": 0.667, "vis_time": 0.68, "shape": [256, 320], "dtype": "uint8",
+     "ir_time": 0.667, "vis_time": 0.68, "fps": 25.0, "shape": [256, 320], "dtype": "uint8",
      "encoding": "raw"}
 
 ``time`` is the frame's timestamp in seconds (for fused frames: the visible frame's time);
-``ir_time``/``vis_time`` are the two source timestamps (null when not a pair). ``shape`` is
+``ir_time``/``vis_time`` are the two source timestamps (null when not a pair); ``fps`` is the
+stream's nominal frame rate (null when unknown). ``shape`` is
 ``[H, W]`` (gray) or ``[H, W, 3]`` (BGR channel order); ``encoding`` is ``raw`` (C-order bytes of
 ``shape``/``dtype``) or ``jpeg``. A one-part message with header ``{"format":
 "streamfuse-frame", "version": 1, "end": true, "seq": N}`` says the stream is over (N frames sent).
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Iterator
+import time
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -33,7 +35,7 @@ DEFAULT_URL = "tcp://127.0.0.1:5555"
 
 
 def encode_frame(image: np.ndarray, seq: int, time: float, ir_time: float | None = None,
-                 vis_time: float | None = None, encoding: str = "raw",
+                 vis_time: float | None = None, fps: float | None = None, encoding: str = "raw",
                  jpeg_quality: int = 90) -> list[bytes]:
     """``(H, W)`` or ``(H, W, 3)`` uint8 image -> ``[header, payload]``."""
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
@@ -51,6 +53,7 @@ def encode_frame(image: np.ndarray, seq: int, time: float, ir_time: float | None
         "format": FORMAT, "version": VERSION, "seq": int(seq), "time": float(time),
         "ir_time": None if ir_time is None else float(ir_time),
         "vis_time": None if vis_time is None else float(vis_time),
+        "fps": None if fps is None else float(fps),
         "shape": list(image.shape), "dtype": "uint8", "encoding": encoding,
     }
     return [json.dumps(header).encode(), payload]
@@ -124,19 +127,24 @@ def receive(socket: zmq.Socket, timeout: float | None) -> list[bytes] | None:
     return socket.recv_multipart()
 
 
-def subscribe(url: str = DEFAULT_URL, timeout: float | None = None,
-              hwm: int = 16) -> Iterator[tuple[dict, np.ndarray]]:
+def subscribe(url: str = DEFAULT_URL, timeout: float | None = None, hwm: int = 16,
+              stop: Callable[[], bool] | None = None) -> Iterator[tuple[dict, np.ndarray]]:
     """Frames published by a StreamFuse PUB sink: ``for header, frame in subscribe(url): ...``.
 
-    Stops when the publisher ends its stream, or when ``timeout`` seconds pass without a frame
-    (None waits for ever). ``hwm`` bounds the frames ZeroMQ holds for a slow reader.
+    Stops when the publisher ends its stream, when ``timeout`` seconds pass without a frame
+    (None waits for ever), or when ``stop()`` turns true (checked every 0.1 s). ``hwm`` bounds
+    the frames ZeroMQ holds for a slow reader.
     """
     with subscriber_socket(url, hwm) as socket:
-        while True:
-            parts = receive(socket, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while stop is None or not stop():
+            parts = receive(socket, timeout=0.1)
             if parts is None:
-                return
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                continue
             header, image = decode_message(parts)
             if image is None:
                 return
             yield header, image
+            deadline = None if timeout is None else time.monotonic() + timeout
