@@ -12,6 +12,7 @@ from typing import Literal
 
 from streamfuse.config import load_yaml
 from streamfuse.errors import StreamFuseError
+from streamfuse.fuser import DEFAULT_WEIGHTS
 from streamfuse.pipeline.wire import DEFAULT_URL
 
 SOURCE_KINDS = ("file", "camera", "folder", "zmq")
@@ -221,6 +222,11 @@ def check_files(config: PipelineConfig, source: str) -> None:
         )
     if config.inference.weights is not None and not Path(config.inference.weights).is_file():
         raise StreamFuseError(f"{source}: inference.weights: no such checkpoint: {config.inference.weights}")
+    if config.inference.weights is None and not DEFAULT_WEIGHTS.is_file():
+        raise StreamFuseError(
+            f"{source}: inference.weights is not set and the shipped {DEFAULT_WEIGHTS} is missing from "
+            "this checkout; set it, e.g. --set inference.weights=runs/flir/didfuse.pt"
+        )
     sinks = config.sinks
     if not any((sinks.zmq, sinks.display, sinks.video, sinks.folder)):
         raise StreamFuseError(f"{source}: sinks: no output configured; add sinks.video, sinks.folder, sinks.zmq or sinks.display")
