@@ -35,8 +35,10 @@ def _type_name(expected: Any) -> str:
     return getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
 
 
-def _coerce(value: Any, expected: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``expected``; return it (ints accepted for floats)."""
+def _coerce(value: Any, expected: Any, path: str) -> Any:
+    """Check ``value`` (at dotted key ``path``) against the annotation ``expected``; return it
+    (ints are accepted for floats)."""
+    where = f"key '{path}'"
     origin = typing.get_origin(expected)
     if expected is Any:
         return value
@@ -49,7 +51,7 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, where)
+                return _coerce(value, option, path)
             except StreamFuseError as error:
                 errors.append(error)
         raise errors[0] if len(errors) == 1 else StreamFuseError(
@@ -67,9 +69,9 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise StreamFuseError(f"{where} must have {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item_type = args[0] if args else Any
-        items = [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
@@ -92,7 +94,7 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
             raise StreamFuseError(f"{where} must be a string, got {value!r}")
         return str(value)
     if dataclasses.is_dataclass(expected):
-        return _build(expected, value, where)
+        return _build(expected, value, path)
     return value
 
 
@@ -100,7 +102,7 @@ def _build(cls: type[T], mapping: Any, where: str) -> T:
     if mapping is None:
         mapping = {}
     if not isinstance(mapping, dict):
-        raise StreamFuseError(f"{where} must be a mapping of keys, got {mapping!r}")
+        raise StreamFuseError(f"key '{where}' must be a mapping of keys, got {mapping!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     values = {}
@@ -110,7 +112,7 @@ def _build(cls: type[T], mapping: Any, where: str) -> T:
             raise StreamFuseError(
                 f"unknown key '{key_where}' (valid keys here: {', '.join(sorted(fields))})"
             )
-        values[key] = _coerce(value, hints[key], f"key '{key_where}'")
+        values[key] = _coerce(value, hints[key], key_where)
     missing = [
         name
         for name, f in fields.items()
