@@ -70,7 +70,8 @@ def _board_image(kind: str) -> np.ndarray:
         for row in range(7):
             for column in range(9):
                 if (row + column) % 2 == 0:
-                    board[50 + row * 86:50 + (row + 1) * 86, 63 + column * 86:63 + (column + 1) * 86] = 0
+                    top, left = 50 + row * 86, 63 + column * 86
+                    board[top:top + 86, left:left + 86] = 0
     else:
         for row in range(5):
             for column in range(7):

@@ -61,7 +61,8 @@ def read_frames(path: str | Path, max_frames: int | None = None
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise StreamFuseError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+            raise StreamFuseError(f"{path}: folder holds no images ({suffixes})")
         return [(p.stem, read_gray_image(p)) for p in files[:max_frames]]
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return [(path.stem, read_gray_image(path))]
