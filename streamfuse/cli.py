@@ -11,6 +11,7 @@ from streamfuse.errors import StreamFuseError
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 COMMAND_MODULES: list[str] = [
+    "streamfuse.commands.calibrate",
     "streamfuse.commands.eval",
     "streamfuse.commands.fuse",
     "streamfuse.commands.record",

@@ -37,7 +37,7 @@ def _type_name(expected: Any) -> str:
 
 def _coerce(value: Any, expected: Any, path: str) -> Any:
     """Check ``value`` (at dotted key ``path``) against the annotation ``expected``; return it
-    (ints accepted for floats)."""
+    (ints are accepted for floats)."""
     where = f"key '{path}'"
     origin = typing.get_origin(expected)
     if expected is Any:

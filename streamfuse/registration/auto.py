@@ -1,0 +1,317 @@
+"""Target-free IR->visible registration: multi-scale ECC on gradient-magnitude maps.
+
+Thermal and visible intensities are unrelated, but both cameras see the same object outlines, so
+their gradient-magnitude maps correlate. Coarse to fine, all with ``cv2.findTransformECC``:
+
+1. Coarse: an exhaustive scale/rotation/shift search at a small pyramid level, then rigid ECC
+   (translation, Euclidean) up to a medium level: a start within a few pixels.
+2. Fine: homography ECC at medium and full resolution.
+
+Each candidate (the given start, the coarse one, the fine one) is scored by the gradient
+correlation at full resolution; the simplest candidate within ``keep_margin`` of the best wins,
+so an already-aligned pair keeps its homography and noise is not fitted as perspective. Several
+frame pairs are combined by the median position of the IR image corners; their spread is the
+residual. ``check_reliable`` refuses weak or inconsistent results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from streamfuse.calibration import image_corners
+from streamfuse.errors import StreamFuseError
+from streamfuse.registration.geometry import normalised, pixel_scaling, transform_points
+
+
+@dataclass
+class AutoSettings:
+    """Knobs of the automatic registration (defaults fit frames 160-1000 px wide)."""
+
+    coarsest_width: int = 128  # the search runs at this width of the visible frame
+    coarse_finest_width: int = 256  # rigid ECC stops at this width
+    fine_widths: tuple[int, ...] = (512, 100_000)  # homography ECC widths (capped at full)
+    blur_sigma: float = 1.0  # smoothing before the gradient, in pixels of each level
+    post_sigma: float = 0.0  # smoothing of the gradient magnitude (widens ECC's basin)
+    search_scale: float = 0.1  # the coarse search tries scales 1 +- this,
+    search_rotation_deg: float = 6.0  # rotations up to +- this,
+    search_shift: float = 0.15  # and shifts up to this fraction of the frame width
+    iterations: int = 100  # ECC iterations per level
+    epsilon: float = 1e-6  # ECC stops when the correlation improves less than this
+    keep_margin: float = 0.02  # a more complex candidate must beat a simpler one by this
+    min_confidence: float = 0.2  # refuse below this full-resolution gradient correlation
+    max_spread_px: float = 3.0  # several frames: refuse when their estimates disagree more
+
+
+@dataclass
+class AutoResult:
+    """An automatic estimate: (3, 3) homography IR->visible, confidence (full-resolution
+    gradient correlation, -1..1), residual_px (median distance of the per-frame estimates from
+    the combined one at the IR image corners; 0 for one frame), frames used, per-frame
+    homographies and the correlation of the starting homography."""
+
+    homography: np.ndarray
+    confidence: float
+    residual_px: float
+    frames_used: int
+    per_frame: list[np.ndarray]
+    start_confidence: float
+    model: str
+
+
+def gradient_magnitude(gray: np.ndarray, sigma: float, valid: np.ndarray | None = None,
+                       post_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) uint8 image -> ((H, W) float32 gradient magnitude, (H, W) uint8 valid mask).
+
+    Pixels near the edge of ``valid`` (a (H, W) mask of real image content, nonzero = valid) are
+    dropped from the mask and zeroed, so the border of a warped image is not taken for an edge.
+    """
+    image = gray.astype(np.float32)
+    if sigma > 0:
+        image = cv2.GaussianBlur(image, (0, 0), sigma)
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
+    magnitude = cv2.magnitude(gx, gy)
+    if post_sigma > 0:
+        magnitude = cv2.GaussianBlur(magnitude, (0, 0), post_sigma)
+    if valid is None:
+        return magnitude, np.full(gray.shape[:2], 255, np.uint8)
+    margin = int(np.ceil(3 * (sigma + post_sigma))) + 2
+    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+    # Outside the frame counts as valid: the frame's own border is not a warp border.
+    inner = cv2.erode((np.asarray(valid) > 0).astype(np.uint8) * 255, kernel,
+                      borderType=cv2.BORDER_CONSTANT, borderValue=255)
+    magnitude[inner == 0] = 0
+    return magnitude, inner
+
+
+def _ecc(template: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray | None,
+         warp: np.ndarray, motion: int, settings: AutoSettings) -> tuple[float, np.ndarray]:
+    """One ``findTransformECC`` run; ``warp`` and the result are (3, 3) template->moving maps."""
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, settings.iterations,
+                settings.epsilon)
+    start = warp.astype(np.float32) if motion == cv2.MOTION_HOMOGRAPHY else \
+        warp[:2].astype(np.float32)
+    correlation, found = cv2.findTransformECC(template, moving, start, motion, criteria,
+                                              moving_mask, 5)
+    if motion != cv2.MOTION_HOMOGRAPHY:
+        found = np.vstack([found, [0, 0, 1]])
+    return float(correlation), found.astype(np.float64)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if image.shape[1::-1] == tuple(size):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def pyramid_ecc(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
+                ir_valid: np.ndarray, widths: list[int], motions: tuple[int, ...],
+                settings: AutoSettings, search: bool = False, pad: bool = False
+                ) -> tuple[np.ndarray, float]:
+    """Global ECC over pyramid levels of the given visible widths, coarse to fine.
+
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, a (3, 3) initial IR->visible homography ->
+    (refined (3, 3) homography, final correlation). ``search``: start the first level with an
+    exhaustive scale/rotation/shift search. ``pad``: surround the IR frame with zero gradient
+    (counted valid), so that a warp pushing the visible frame's weak regions (sky, road) out of
+    the IR frame loses correlation instead of gaining it by leaving them out; the coarse levels
+    need it, at full resolution it costs precision.
+    """
+    ir_size = (ir_frame.shape[1], ir_frame.shape[0])
+    vis_size = (vis_frame.shape[1], vis_frame.shape[0])
+    warp = np.linalg.inv(initial)  # ECC maps template (visible) pixels to input (IR) pixels
+    correlation = 0.0
+    for index, width in enumerate(widths):
+        factor = min(1.0, width / vis_size[0])
+        vis_level = (max(8, round(vis_size[0] * factor)), max(8, round(vis_size[1] * factor)))
+        ir_level = (max(8, round(ir_size[0] * factor)), max(8, round(ir_size[1] * factor)))
+        template, _ = gradient_magnitude(_resize(vis_frame, vis_level), settings.blur_sigma,
+                                         post_sigma=settings.post_sigma)
+        level_valid = np.where(_resize(ir_valid, ir_level) == 255, 255, 0).astype(np.uint8)
+        moving, moving_mask = gradient_magnitude(_resize(ir_frame, ir_level),
+                                                 settings.blur_sigma, level_valid,
+                                                 post_sigma=settings.post_sigma)
+        border = max(ir_level) // 4 if pad else 0
+        moving = cv2.copyMakeBorder(moving, border, border, border, border,
+                                    cv2.BORDER_CONSTANT, value=0)
+        moving_mask = cv2.copyMakeBorder(moving_mask, border, border, border, border,
+                                         cv2.BORDER_CONSTANT, value=255)
+        to_vis = pixel_scaling(vis_size, vis_level)
+        to_ir = np.array([[1, 0, border], [0, 1, border], [0, 0, 1.0]]) @ \
+            pixel_scaling(ir_size, ir_level)
+        level_warp = to_ir @ warp @ np.linalg.inv(to_vis)
+        if search and index == 0:
+            level_warp = _search_similarity(template, moving, moving_mask, level_warp, settings)
+        for motion in motions:
+            try:
+                correlation, level_warp = _ecc(template, moving, moving_mask, level_warp,
+                                               motion, settings)
+            except cv2.error:
+                # No convergence at this level: keep what the previous level found.
+                break
+        warp = np.linalg.inv(to_ir) @ level_warp @ to_vis
+    return normalised(np.linalg.inv(warp)), correlation
+
+
+def coarse_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
+                     ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
+    """Search, then rigid ECC at small widths: a start within a few pixels for the fine stage.
+
+    Rigid only: on cross-modal gradient maps the extra affine freedom (mostly vertical scale,
+    poorly pinned by scenes whose structure sits in a horizontal band) drifts; the scale comes
+    from the search.
+    """
+    widths = [settings.coarsest_width]
+    while widths[-1] * 2 <= settings.coarse_finest_width:
+        widths.append(widths[-1] * 2)
+    homography, _ = pyramid_ecc(ir_frame, vis_frame, initial, ir_valid, widths,
+                                (cv2.MOTION_TRANSLATION, cv2.MOTION_EUCLIDEAN), settings,
+                                search=True, pad=True)
+    return homography
+
+
+def alignment_score(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                    ir_valid: np.ndarray | None = None, sigma: float = 1.0) -> float:
+    """Correlation coefficient of the gradient magnitudes of the visible frame and the IR frame
+    warped by ``homography`` (IR->visible), over the visible frame. Visible pixels the IR frame
+    does not reach count as zero gradient; pixels ``ir_valid`` marks invalid are left out.
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+    vis_size = (vis_frame.shape[1], vis_frame.shape[0])
+    if ir_valid is None:
+        ir_valid = np.full(ir_frame.shape[:2], 255, np.uint8)
+    moving, moving_mask = gradient_magnitude(ir_frame, sigma, ir_valid)
+    template, _ = gradient_magnitude(vis_frame, sigma)
+    warped = cv2.warpPerspective(moving, homography, vis_size, flags=cv2.INTER_LINEAR)
+    # Outside the IR frame is valid (zero gradient); inside, the eroded content mask decides.
+    mask = cv2.warpPerspective(255 - moving_mask, homography, vis_size,
+                               flags=cv2.INTER_NEAREST) == 0
+    if mask.sum() < 16 or template[mask].std() == 0 or warped[mask].std() == 0:
+        return 0.0
+    return float(np.corrcoef(template[mask].ravel(), warped[mask].ravel())[0, 1])
+
+
+def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
+                  ir_valid: np.ndarray, settings: AutoSettings
+                  ) -> tuple[np.ndarray, float, float, str]:
+    """Align one (H_ir, W_ir) uint8 IR frame to one (H_vis, W_vis) uint8 visible frame from the
+    (3, 3) ``initial`` homography. Returns (homography, its score, the initial's score, model)."""
+    coarse = coarse_alignment(ir_frame, vis_frame, initial, ir_valid, settings)
+    fine, _ = pyramid_ecc(ir_frame, vis_frame, coarse, ir_valid, list(settings.fine_widths),
+                          (cv2.MOTION_HOMOGRAPHY,), settings)
+    candidates = [("start", initial), ("rigid", coarse), ("homography", fine)]
+    scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma)
+              for _, h in candidates]
+    best = max(scores)
+    # Simplest first: a more complex model must earn its extra freedom.
+    index = next(i for i, score in enumerate(scores) if score >= best - settings.keep_margin)
+    return candidates[index][1], scores[index], scores[0], candidates[index][0]
+
+
+def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
+                    initial: np.ndarray | None = None,
+                    ir_valid: list[np.ndarray] | None = None,
+                    settings: AutoSettings | None = None, progress=None) -> AutoResult:
+    """One IR->visible homography from one or more frame pairs of a fixed camera pair.
+
+    ``ir_frames``: (H_ir, W_ir) uint8 each; ``vis_frames``: (H_vis, W_vis) uint8 each;
+    ``initial``: a starting (3, 3) homography (default: stretch the IR frame over the visible
+    one); ``ir_valid``: optional (H_ir, W_ir) masks of IR pixels with real content;
+    ``progress``: optional callable run after each frame pair. Judge the result with
+    ``check_reliable``.
+    """
+    settings = settings or AutoSettings()
+    if not ir_frames or len(ir_frames) != len(vis_frames):
+        raise StreamFuseError("automatic registration needs the same number (>= 1) of IR and "
+                              "visible frames")
+    ir_size = (ir_frames[0].shape[1], ir_frames[0].shape[0])
+    vis_size = (vis_frames[0].shape[1], vis_frames[0].shape[0])
+    if initial is None:
+        initial = pixel_scaling(ir_size, vis_size)
+    if ir_valid is None:
+        ir_valid = [np.full(frame.shape[:2], 255, np.uint8) for frame in ir_frames]
+    ir_valid = [(np.asarray(mask) > 0).astype(np.uint8) * 255 for mask in ir_valid]
+    estimates, scores, start_scores, models = [], [], [], []
+    for ir, vis, valid in zip(ir_frames, vis_frames, ir_valid):
+        homography, score, start_score, model = register_pair(ir, vis, initial, valid, settings)
+        estimates.append(homography)
+        scores.append(score)
+        start_scores.append(start_score)
+        models.append(model)
+        if progress is not None:
+            progress()
+    if len(estimates) == 1:
+        combined, spread = estimates[0], 0.0
+    else:
+        combined, spread = combine_estimates(estimates, ir_size)
+    return AutoResult(
+        homography=combined,
+        confidence=float(np.median(scores)),
+        residual_px=spread,
+        frames_used=len(estimates),
+        per_frame=estimates,
+        start_confidence=float(np.median(start_scores)),
+        model=max(set(models), key=models.count),
+    )
+
+
+def combine_estimates(homographies: list[np.ndarray], ir_size: tuple[int, int]
+                      ) -> tuple[np.ndarray, float]:
+    """Robust average of several IR->visible homographies: the median position of each IR image
+    corner, refitted exactly. Returns (homography, residual_px), residual_px being the median
+    over frames of the mean corner distance from the combined estimate."""
+    corners = image_corners(ir_size)
+    placed = np.stack([transform_points(h, corners) for h in homographies])  # (N, 4, 2)
+    median_corners = np.median(placed, axis=0)
+    combined, _ = cv2.findHomography(corners, median_corners, 0)
+    distances = np.linalg.norm(placed - median_corners, axis=2).mean(axis=1)
+    return normalised(combined), float(np.median(distances))
+
+
+def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> None:
+    """Raise a one-line StreamFuseError when ``result`` should not be written as a calibration."""
+    settings = settings or AutoSettings()
+    advice = "no file written; use --points or --board, or frames of a scene with more structure"
+    if result.confidence < settings.min_confidence:
+        raise StreamFuseError(
+            f"automatic registration is unreliable: gradient correlation {result.confidence:.2f}"
+            f" < {settings.min_confidence} (blank, featureless or unrelated frames?): {advice}")
+    if result.residual_px > settings.max_spread_px:
+        raise StreamFuseError(
+            f"automatic registration is unreliable: the {result.frames_used} frame pairs "
+            f"disagree by {result.residual_px:.1f} px (> {settings.max_spread_px}): {advice}")
+
+
+def _search_similarity(template: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray,
+                       warp: np.ndarray, settings: AutoSettings) -> np.ndarray:
+    """Exhaustive start for the coarsest level: try a grid of scales and rotations about the
+    template centre, find the best shift of each by normalised cross-correlation, keep the best.
+    (ECC only converges from a start close to the answer.)"""
+    height, width = template.shape
+    centre = np.array([(width - 1) / 2, (height - 1) / 2])
+    margin = int(np.ceil(settings.search_shift * width))
+    inner = template[margin:height - margin, margin:width - margin]
+    if inner.std() < 1e-6:
+        return warp
+    best_score, best_warp = -np.inf, warp
+    for scale in np.linspace(1 - settings.search_scale, 1 + settings.search_scale, 9):
+        for angle in np.deg2rad(np.linspace(-settings.search_rotation_deg,
+                                            settings.search_rotation_deg, 5)):
+            cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+            about_centre = np.array([[cos, -sin, centre[0] - cos * centre[0] + sin * centre[1]],
+                                     [sin, cos, centre[1] - sin * centre[0] - cos * centre[1]],
+                                     [0, 0, 1.0]])
+            candidate = warp @ about_centre  # template -> moving
+            resampled = cv2.warpPerspective(moving * (moving_mask > 0), candidate,
+                                            (width, height),
+                                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            scores = cv2.matchTemplate(resampled, inner, cv2.TM_CCOEFF_NORMED)
+            _, score, _, (x, y) = cv2.minMaxLoc(scores)
+            if score > best_score:
+                shift = np.array([[1, 0, x - margin], [0, 1, y - margin], [0, 0, 1.0]])
+                best_score, best_warp = score, candidate @ shift
+    return best_warp
+
+
