@@ -237,7 +237,8 @@ def test_zmq_subscriber_and_recorder_in_other_processes_get_every_frame(tmp_path
     assert recorded_times == pytest.approx([vis_times[j] - vis_times[expected[0][1]] for _, j in expected])
 
 
-def test_sigint_mid_run_leaves_a_playable_mp4_with_every_fused_frame(tmp_path, weights):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_run_leaves_a_playable_mp4_with_every_fused_frame(tmp_path, weights, signum):
     ir_path, vis_path = make_clips(tmp_path / "long", seconds=6.0)
     config = base_config(ir_path, vis_path, weights, sinks={
         "folder": {"path": str(tmp_path / "fused")}, "video": {"path": str(tmp_path / "fused.mp4")}})
@@ -250,7 +251,7 @@ def test_sigint_mid_run_leaves_a_playable_mp4_with_every_fused_frame(tmp_path, w
         while len(list((tmp_path / "fused").glob("*.png"))) < 10 and time.monotonic() < deadline:
             assert process.poll() is None, process.communicate()[1]
             time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=60)
     finally:
         process.kill()
@@ -352,3 +353,100 @@ def test_image_folders_pair_by_file_name_and_fuse_like_fuse(tmp_path, weights, f
         ir = read_image(tmp_path / "ir" / f"{stem}.png", gray=True)
         vis = read_image(tmp_path / "vis" / f"{stem}.png")
         assert max_difference(output, fuser.fuse(ir, vis)) <= 1
+
+
+def test_calibration_warps_ir_into_the_visible_geometry_and_sets_the_time_offset(tmp_path, weights, fuser):
+    from streamfuse.calibration import Calibration, IrRegistrar, save_calibration
+
+    # The IR camera sees the scene at 80x60, shifted; the calibration maps it onto the 64x48
+    # visible frame and carries the clock offset (the config sets none).
+    homography = np.array([[0.8, 0.0, -3.0], [0.0, 0.8, 2.0], [0.0, 0.0, 1.0]])
+    calibration = Calibration(ir_size=(80, 60), vis_size=(64, 48), homography=homography,
+                              time_offset=OFFSET, method="points")
+    save_calibration(calibration, tmp_path / "pair.yaml")
+    ir_frames = [ir_scene(i / IR_FPS + OFFSET, 60, 80) for i in range(30)]
+    vis_frames = [vis_scene(j / VIS_FPS) for j in range(25)]
+    ir_path = write_video(tmp_path / "ir.mp4", [(ir_frames, IR_FPS)])
+    vis_path = write_video(tmp_path / "vis.mp4", [(vis_frames, VIS_FPS)])
+    config = base_config(ir_path, vis_path, weights, sync={}, calibration=str(tmp_path / "pair.yaml"),
+                         sinks={"folder": {"path": str(tmp_path / "fused")}})
+    code, stats = run_cli(tmp_path, config)
+    assert code == 0 and stats["sync"]["offset_s"] == OFFSET
+    registrar = IrRegistrar(calibration)
+    ir_times, ir_images = decode_video(ir_path)
+    vis_times, vis_images = decode_video(vis_path, fmt="bgr24")
+    expected = reference_pairs(ir_times, vis_times, OFFSET, TOLERANCE)
+    outputs = read_pngs(tmp_path / "fused")
+    assert len(outputs) == len(expected) > 15
+    for output, (i, j) in zip(outputs, expected):
+        assert max_difference(output, fuser.fuse(registrar(ir_images[i]), vis_images[j])) <= 1
+
+
+def test_invalid_calibration_file_is_a_one_line_error(tmp_path, clips, weights, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nir_size: [64, 48]\nvis_size: [64, 48]\nhomography: [[1, 0], [0, 1]]\n")
+    config = base_config(*clips, weights, calibration=str(bad), sinks={"folder": {"path": str(tmp_path / "out")}})
+    assert run_cli(tmp_path, config)[0] == 2
+    message = last_error_line(capsys)
+    assert str(bad) in message and "homography" in message
+
+
+def test_zmq_sources_fuse_frames_sent_by_another_publisher(tmp_path, weights, fuser):
+    import threading
+
+    import zmq
+
+    from streamfuse.pipeline import wire
+
+    ir_frames = [ir_scene(k / 20) for k in range(30)]
+    vis_frames = [vis_scene(k / 20) for k in range(30)]
+    urls = {"ir": free_tcp_url(), "vis": free_tcp_url()}
+    sockets = {side: zmq.Context.instance().socket(zmq.XPUB) for side in urls}
+    for side, socket in sockets.items():
+        socket.bind(urls[side])
+
+    def publish():
+        for socket in sockets.values():      # both pipeline sources have subscribed
+            if socket.poll(20000):
+                socket.recv()
+        for k in range(30):
+            sockets["ir"].send_multipart(wire.encode_frame(ir_frames[k], k, time=k / 20))
+            sockets["vis"].send_multipart(wire.encode_frame(vis_frames[k], k, time=k / 20, encoding="jpeg", jpeg_quality=100))
+            time.sleep(1 / 20)
+        time.sleep(0.3)
+        for socket in sockets.values():
+            socket.send_multipart(wire.end_message(30))
+
+    config = base_config(None, None, weights, sync={}, limits={"seconds": 30},
+                         sinks={"folder": {"path": str(tmp_path / "fused")}})
+    config["ir"] = {"kind": "zmq", "uri": urls["ir"], "fps": 20}
+    config["vis"] = {"kind": "zmq", "uri": urls["vis"], "fps": 20}
+    pipeline_config = load_pipeline_config(write_config(tmp_path / "run.yaml", config))
+    thread = threading.Thread(target=publish)
+    thread.start()
+    try:
+        result = run_pipeline(pipeline_config, progress=False)
+    finally:
+        thread.join()
+        for socket in sockets.values():
+            socket.close(linger=0)
+    assert result.errors == [] and not result.interrupted
+    outputs = read_pngs(tmp_path / "fused")
+    assert len(outputs) >= 20      # live: a few may be dropped on busy CPUs, never reordered
+    vis_received = [wire.decode_message(wire.encode_frame(v, 0, 0.0, encoding="jpeg", jpeg_quality=100))[1]
+                    for v in vis_frames]
+    expected = [fuser.fuse(ir, vis) for ir, vis in zip(ir_frames, vis_received)]
+    matched = []
+    for output in outputs:
+        candidates = [k for k in range(30) if max_difference(output, expected[k]) <= 1]
+        assert candidates, "an output is not the fusion of any sent pair"
+        matched.append(candidates[0])
+    assert matched == sorted(set(matched))
+
+
+def test_set_overrides_config_keys(tmp_path, clips, weights):
+    config = base_config(*clips, weights)     # no sink in the file
+    code, stats = run_cli(tmp_path, config, "--set", f"sinks.folder.path={tmp_path / 'fused'}",
+                          "--set", "limits.frames=5")
+    assert code == 0 and stats["frames_written"] >= 5
+    assert 5 <= len(list((tmp_path / "fused").glob("*.png"))) < 47

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from streamfuse.calibration import IrRegistrar, load_calibration
 from streamfuse.errors import StreamFuseError
 from streamfuse.images import pair_files
 from streamfuse.pipeline.batching import END, StageQueue, collect_batch, split_by_shape
@@ -58,8 +59,6 @@ def load_registration(path: str | None) -> tuple[Callable[[np.ndarray], np.ndarr
     cameras are taken as pre-aligned: IR frames pass unchanged and must match the visible size)."""
     if path is None:
         return None, None
-    from streamfuse.calibration import IrRegistrar, load_calibration
-
     calibration = load_calibration(path)
     return IrRegistrar(calibration), calibration.time_offset
 
