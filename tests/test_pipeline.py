@@ -270,11 +270,13 @@ def test_signal_mid_run_leaves_a_playable_mp4_with_every_fused_frame(tmp_path, w
     assert np.allclose(np.diff(times), 1 / VIS_FPS)                                     # visible frame rate
 
 
-def test_live_source_faster_than_inference_drops_oldest_with_bounded_queues_and_latency(tmp_path, clips, weights):
+def test_live_source_faster_than_inference_drops_oldest_with_bounded_queues_and_latency(tmp_path, clips, weights, caplog):
     # OpenCV reads a file as fast as it decodes (and reopens it at the end, as it would a
-    # camera that dropped out): a live source far faster than inference.
+    # camera that dropped out): a live source far faster than inference. The ZeroMQ sink has
+    # no subscriber: it must neither block nor hold frames.
     config = base_config(*clips, weights, sync={}, queues={"capture": 2, "pairs": 2, "fused": 2},
-                         limits={"frames": 40}, sinks={"folder": {"path": str(tmp_path / "fused")}})
+                         limits={"frames": 40}, stats_interval_s=0.2,
+                         sinks={"folder": {"path": str(tmp_path / "fused")}, "zmq": {"url": free_tcp_url()}})
     for side in ("ir", "vis"):
         config[side] = {"kind": "camera", "uri": config[side]["path"], "reconnect_delay_s": 0.01}
     code, stats = run_cli(tmp_path, config)
@@ -291,6 +293,8 @@ def test_live_source_faster_than_inference_drops_oldest_with_bounded_queues_and_
     slots = sum(q["capacity"] for q in queues.values()) + 2
     bound_ms = slots * stats["batch_ms"]["p99"] + 250
     assert stats["latency_ms"]["p99"] < bound_ms
+    reports = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fps: capture_ir")]
+    assert reports and "latency ms: p50" in reports[-1] and "queues: ir " in reports[-1]
 
 
 def test_live_source_that_is_missing_at_start_is_reopened_while_the_other_runs(tmp_path, clips, weights):

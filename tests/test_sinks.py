@@ -3,7 +3,6 @@ checks, and the shipped pipeline configs."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
