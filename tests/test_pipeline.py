@@ -23,6 +23,9 @@ from streamfuse.fuser import Fuser
 from streamfuse.pipeline.config import load_pipeline_config
 from streamfuse.pipeline.runner import run_pipeline
 
+# The runs set one torch thread in this process (inference.threads: 1); the fixture restores it.
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 OFFSET = 0.113          # IR time + OFFSET = visible time (not a multiple of either interval)
 IR_FPS, VIS_FPS = 30, 25
 TOLERANCE = 0.5 / VIS_FPS
