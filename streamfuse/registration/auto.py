@@ -40,6 +40,11 @@ class AutoSettings:
     search_shift: float = 0.15  # and shifts up to this fraction of the frame width
     iterations: int = 100  # ECC iterations per level
     epsilon: float = 1e-6  # ECC stops when the correlation improves less than this
+    intensity_correlation: float = 0.8  # above this, intensities are related linearly (same
+    # modality): a last ECC on the intensities themselves is more precise than on gradients
+    intensity_sigma: float = 0.5  # blur of both frames before that last ECC, in pixels
+    final_iterations: int = 400  # that last ECC aims at hundredths of a pixel: more iterations
+    final_epsilon: float = 1e-9  # and a tighter stop than the gradient levels
     keep_margin: float = 0.02  # a more complex candidate must beat a simpler one by this
     min_confidence: float = 0.2  # refuse below this full-resolution gradient correlation
     max_spread_px: float = 3.0  # several frames: refuse when their estimates disagree more
@@ -193,6 +198,46 @@ def alignment_score(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.
     return float(np.corrcoef(template[mask].ravel(), warped[mask].ravel())[0, 1])
 
 
+def intensity_correlation(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                          ir_valid: np.ndarray) -> float:
+    """Correlation coefficient of the raw intensities of the visible frame and the IR frame
+    warped by ``homography`` (IR->visible), over the visible pixels with valid IR content.
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+    vis_size = (vis_frame.shape[1], vis_frame.shape[0])
+    warped = cv2.warpPerspective(ir_frame, homography, vis_size, flags=cv2.INTER_LINEAR)
+    mask = cv2.warpPerspective(ir_valid, homography, vis_size, flags=cv2.INTER_NEAREST) > 0
+    if mask.sum() < 16 or vis_frame[mask].std() == 0 or warped[mask].std() == 0:
+        return 0.0
+    return float(np.corrcoef(vis_frame[mask].astype(np.float64), warped[mask])[0, 1])
+
+
+def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                         ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
+    """Full-resolution homography ECC on the intensities, from ``homography`` (IR->visible).
+
+    Only for pairs whose intensities correlate (same modality): there the intensity is a smoother
+    signal than its gradient magnitude, so the optimum is not biased by the resampling of sharp
+    gradient peaks. (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask
+    -> (3, 3) homography (the input when ECC does not converge)."""
+    # A light blur suppresses sensor noise and the aliasing of resampling; done here rather
+    # than by ECC's own filter, which smears the black fill across the mask border. Pixels
+    # within its reach of the border are left out.
+    template = cv2.GaussianBlur(vis_frame.astype(np.float32), (0, 0), settings.intensity_sigma)
+    moving = cv2.GaussianBlur(ir_frame.astype(np.float32), (0, 0), settings.intensity_sigma)
+    margin = int(np.ceil(3 * settings.intensity_sigma)) + 2
+    mask = cv2.erode(ir_valid, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8),
+                     borderType=cv2.BORDER_CONSTANT, borderValue=255)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, settings.final_iterations,
+                settings.final_epsilon)
+    try:
+        _, warp = cv2.findTransformECC(template, moving,
+                                       np.linalg.inv(homography).astype(np.float32),
+                                       cv2.MOTION_HOMOGRAPHY, criteria, mask, 1)
+    except cv2.error:
+        return homography
+    return normalised(np.linalg.inv(warp.astype(np.float64)))
+
+
 def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
                   ir_valid: np.ndarray, settings: AutoSettings
                   ) -> tuple[np.ndarray, float, float, str]:
@@ -202,6 +247,10 @@ def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarr
     fine, _ = pyramid_ecc(ir_frame, vis_frame, coarse, ir_valid, list(settings.fine_widths),
                           (cv2.MOTION_HOMOGRAPHY,), settings)
     candidates = [("start", initial), ("rigid", coarse), ("homography", fine)]
+    if intensity_correlation(ir_frame, vis_frame, fine, ir_valid) > \
+            settings.intensity_correlation:
+        fine = intensity_refinement(ir_frame, vis_frame, fine, ir_valid, settings)
+        candidates[-1] = ("homography", fine)
     scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma)
               for _, h in candidates]
     best = max(scores)
