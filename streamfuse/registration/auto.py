@@ -7,11 +7,13 @@ their gradient-magnitude maps correlate. Coarse to fine, all with ``cv2.findTran
    (translation, Euclidean) up to a medium level: a start within a few pixels.
 2. Fine: homography ECC at medium and full resolution.
 
+Same-modality pairs (intensities correlate) get a last full-resolution ECC on the intensities.
 Each candidate (the given start, the coarse one, the fine one) is scored by the gradient
-correlation at full resolution; the simplest candidate within ``keep_margin`` of the best wins,
-so an already-aligned pair keeps its homography and noise is not fitted as perspective. Several
-frame pairs are combined by the median position of the IR image corners; their spread is the
-residual. ``check_reliable`` refuses weak or inconsistent results.
+correlation at full resolution, overall and in 3 x 3 tiles; the best one wins if it beats the
+start significantly (by ``keep_margin`` and ``min_gain_t`` standard errors of the per-tile
+gains), else the start is kept: an already-aligned pair keeps its homography, parallax or noise
+is not fitted as a correction. Several frame pairs are combined by the median position of the
+IR image corners; their spread is the residual. ``check_reliable`` refuses weak or inconsistent results.
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ class AutoSettings:
     epsilon: float = 1e-6  # ECC stops when the correlation improves less than this
     intensity_correlation: float = 0.8  # above this, intensities are related linearly (same
     # modality): a last ECC on the intensities themselves is more precise than on gradients
-    intensity_sigma: float = 0.5  # blur of both frames before that last ECC, in pixels
+    intensity_sigmas: tuple[float, ...] = (2.0, 1.0, 0.5)  # blur of both frames (pixels) in
+    # the passes of that last ECC: a wide basin first, then the least biased optimum
     final_iterations: int = 400  # that last ECC aims at hundredths of a pixel: more iterations
     final_epsilon: float = 1e-9  # and a tighter stop than the gradient levels
     keep_margin: float = 0.02  # a more complex candidate must beat a simpler one by this
+    min_gain_t: float = 3.0  # and by this many standard errors of its per-tile gains
+    score_tiles: int = 3  # tiles per side for those gains
     min_confidence: float = 0.2  # refuse below this full-resolution gradient correlation
     max_spread_px: float = 3.0  # several frames: refuse when their estimates disagree more
 
@@ -178,12 +183,11 @@ def coarse_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.nd
     return homography
 
 
-def alignment_score(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
-                    ir_valid: np.ndarray | None = None, sigma: float = 1.0) -> float:
-    """Correlation coefficient of the gradient magnitudes of the visible frame and the IR frame
-    warped by ``homography`` (IR->visible), over the visible frame. Visible pixels the IR frame
-    does not reach count as zero gradient; pixels ``ir_valid`` marks invalid are left out.
-    (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+def _registered_gradients(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                          ir_valid: np.ndarray | None, sigma: float
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(visible gradient magnitude, IR gradient magnitude warped by ``homography``, (H_vis,
+    W_vis) bool mask of the pixels to compare), all in the visible frame's geometry."""
     vis_size = (vis_frame.shape[1], vis_frame.shape[0])
     if ir_valid is None:
         ir_valid = np.full(ir_frame.shape[:2], 255, np.uint8)
@@ -193,9 +197,62 @@ def alignment_score(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.
     # Outside the IR frame is valid (zero gradient); inside, the eroded content mask decides.
     mask = cv2.warpPerspective(255 - moving_mask, homography, vis_size,
                                flags=cv2.INTER_NEAREST) == 0
-    if mask.sum() < 16 or template[mask].std() == 0 or warped[mask].std() == 0:
+    return template, warped, mask
+
+
+def _correlation(first: np.ndarray, second: np.ndarray, mask: np.ndarray) -> float:
+    if mask.sum() < 16 or first[mask].std() == 0 or second[mask].std() == 0:
         return 0.0
-    return float(np.corrcoef(template[mask].ravel(), warped[mask].ravel())[0, 1])
+    return float(np.corrcoef(first[mask].ravel(), second[mask].ravel())[0, 1])
+
+
+def alignment_score(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                    ir_valid: np.ndarray | None = None, sigma: float = 1.0) -> float:
+    """Correlation coefficient of the gradient magnitudes of the visible frame and the IR frame
+    warped by ``homography`` (IR->visible), over the visible frame. Visible pixels the IR frame
+    does not reach count as zero gradient; pixels ``ir_valid`` marks invalid are left out.
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+    return _correlation(*_registered_gradients(ir_frame, vis_frame, homography, ir_valid, sigma))
+
+
+def tile_scores(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                ir_valid: np.ndarray | None, sigma: float, tiles: int,
+                intensity: bool = False) -> np.ndarray:
+    """``alignment_score`` in each of ``tiles`` x ``tiles`` equal tiles of the visible frame:
+    (tiles * tiles,) float64, 0 where a tile has too little content to score. ``intensity``:
+    correlate the intensities over the valid IR content instead (same-modality pairs)."""
+    if intensity:
+        vis_size = (vis_frame.shape[1], vis_frame.shape[0])
+        if ir_valid is None:
+            ir_valid = np.full(ir_frame.shape[:2], 255, np.uint8)
+        template = vis_frame.astype(np.float64)
+        warped = cv2.warpPerspective(ir_frame, homography, vis_size,
+                                     flags=cv2.INTER_LINEAR).astype(np.float64)
+        mask = cv2.warpPerspective(ir_valid, homography, vis_size,
+                                   flags=cv2.INTER_NEAREST) > 0
+    else:
+        template, warped, mask = _registered_gradients(ir_frame, vis_frame, homography,
+                                                       ir_valid, sigma)
+    rows = np.array_split(np.arange(template.shape[0]), tiles)
+    columns = np.array_split(np.arange(template.shape[1]), tiles)
+    return np.array([_correlation(template[np.ix_(r, c)], warped[np.ix_(r, c)],
+                                  mask[np.ix_(r, c)]) for r in rows for c in columns])
+
+
+def significantly_better(candidate_tiles: np.ndarray, other_tiles: np.ndarray,
+                         settings: AutoSettings) -> bool:
+    """Whether the per-tile scores (tiles,) of one homography show a real improvement over
+    those of another: a mean gain of at least ``keep_margin`` and ``min_gain_t`` standard errors,
+    on Fisher-z transformed correlations (so that 0.95 -> 0.99 counts like 0.3 -> 0.6). A gain
+    in some tiles and a loss in others is what fitting parallax or noise looks like; a
+    misaligned start loses everywhere."""
+    def fisher_z(scores: np.ndarray) -> np.ndarray:
+        return np.arctanh(np.clip(scores, -0.999, 0.999))
+
+    gains = fisher_z(candidate_tiles) - fisher_z(other_tiles)
+    mean = float(gains.mean())
+    spread = float(gains.std(ddof=1)) / np.sqrt(len(gains))
+    return mean >= settings.keep_margin and mean >= settings.min_gain_t * spread
 
 
 def intensity_correlation(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
@@ -217,25 +274,27 @@ def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography
 
     Only for pairs whose intensities correlate (same modality): there the intensity is a smoother
     signal than its gradient magnitude, so the optimum is not biased by the resampling of sharp
-    gradient peaks. (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask
-    -> (3, 3) homography (the input when ECC does not converge)."""
-    # A light blur suppresses sensor noise and the aliasing of resampling; done here rather
-    # than by ECC's own filter, which smears the black fill across the mask border. Pixels
-    # within its reach of the border are left out.
-    template = cv2.GaussianBlur(vis_frame.astype(np.float32), (0, 0), settings.intensity_sigma)
-    moving = cv2.GaussianBlur(ir_frame.astype(np.float32), (0, 0), settings.intensity_sigma)
-    margin = int(np.ceil(3 * settings.intensity_sigma)) + 2
-    mask = cv2.erode(ir_valid, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8),
-                     borderType=cv2.BORDER_CONSTANT, borderValue=255)
+    gradient peaks. One pass per blur of ``settings.intensity_sigmas``, widest first.
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> (3, 3)
+    homography (the last converged pass's)."""
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, settings.final_iterations,
                 settings.final_epsilon)
-    try:
-        _, warp = cv2.findTransformECC(template, moving,
-                                       np.linalg.inv(homography).astype(np.float32),
-                                       cv2.MOTION_HOMOGRAPHY, criteria, mask, 1)
-    except cv2.error:
-        return homography
-    return normalised(np.linalg.inv(warp.astype(np.float64)))
+    for sigma in settings.intensity_sigmas:
+        # The blur is done here rather than by ECC's own filter, which smears the black fill
+        # across the mask border; pixels within its reach of the border are left out.
+        template = cv2.GaussianBlur(vis_frame.astype(np.float32), (0, 0), sigma)
+        moving = cv2.GaussianBlur(ir_frame.astype(np.float32), (0, 0), sigma)
+        margin = int(np.ceil(3 * sigma)) + 2
+        mask = cv2.erode(ir_valid, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8),
+                         borderType=cv2.BORDER_CONSTANT, borderValue=255)
+        try:
+            _, warp = cv2.findTransformECC(template, moving,
+                                           np.linalg.inv(homography).astype(np.float32),
+                                           cv2.MOTION_HOMOGRAPHY, criteria, mask, 1)
+        except cv2.error:
+            return homography
+        homography = normalised(np.linalg.inv(warp.astype(np.float64)))
+    return homography
 
 
 def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
@@ -247,15 +306,23 @@ def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarr
     fine, _ = pyramid_ecc(ir_frame, vis_frame, coarse, ir_valid, list(settings.fine_widths),
                           (cv2.MOTION_HOMOGRAPHY,), settings)
     candidates = [("start", initial), ("rigid", coarse), ("homography", fine)]
-    if intensity_correlation(ir_frame, vis_frame, fine, ir_valid) > \
-            settings.intensity_correlation:
-        fine = intensity_refinement(ir_frame, vis_frame, fine, ir_valid, settings)
-        candidates[-1] = ("homography", fine)
+    fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)
+    same_modality = fine_intensity > settings.intensity_correlation
+    if same_modality:
+        refined = intensity_refinement(ir_frame, vis_frame, fine, ir_valid, settings)
+        # A pass can run away on a nearly featureless frame: keep it only if it fits better.
+        if intensity_correlation(ir_frame, vis_frame, refined, ir_valid) >= fine_intensity:
+            candidates[-1] = ("homography", refined)
     scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma)
               for _, h in candidates]
-    best = max(scores)
-    # Simplest first: a more complex model must earn its extra freedom.
-    index = next(i for i, score in enumerate(scores) if score >= best - settings.keep_margin)
+    # Same modality: the intensities are the stronger evidence (gradients of noise, as in
+    # smoke or fog, barely correlate after resampling).
+    per_tile = [tile_scores(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma,
+                            settings.score_tiles, intensity=same_modality)
+                for _, h in candidates]
+    best = int(np.argmax([tiles.mean() for tiles in per_tile] if same_modality else scores))
+    # An already-aligned pair keeps its homography: moving must pay off significantly.
+    index = best if significantly_better(per_tile[best], per_tile[0], settings) else 0
     return candidates[index][1], scores[index], scores[0], candidates[index][0]
 
 
