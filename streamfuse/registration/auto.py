@@ -239,17 +239,17 @@ def tile_scores(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndar
                                   mask[np.ix_(r, c)]) for r in rows for c in columns])
 
 
-def significantly_better(candidate_tiles: np.ndarray, other_tiles: np.ndarray,
-                         settings: AutoSettings) -> bool:
-    """Whether the per-tile scores (tiles,) of one homography show a real improvement over
-    those of another: a mean gain of at least ``keep_margin`` and ``min_gain_t`` standard errors,
-    on Fisher-z transformed correlations (so that 0.95 -> 0.99 counts like 0.3 -> 0.6). A gain
-    in some tiles and a loss in others is what fitting parallax or noise looks like; a
-    misaligned start loses everywhere."""
-    def fisher_z(scores: np.ndarray) -> np.ndarray:
-        return np.arctanh(np.clip(scores, -0.999, 0.999))
+def fisher_z(scores: np.ndarray) -> np.ndarray:
+    """Fisher's z of correlation coefficients (any shape): equal steps mean equal evidence,
+    so that 0.95 -> 0.99 counts like 0.3 -> 0.6."""
+    return np.arctanh(np.clip(scores, -0.999, 0.999))
 
-    gains = fisher_z(candidate_tiles) - fisher_z(other_tiles)
+
+def significantly_better(gains: np.ndarray, settings: AutoSettings) -> bool:
+    """Whether the (N,) per-tile gains (Fisher z) of one homography over another show a real
+    improvement: a mean gain of at least ``keep_margin`` and ``min_gain_t`` standard errors.
+    A gain in some tiles and a loss in others is what fitting parallax or noise looks like;
+    a misaligned start loses everywhere."""
     mean = float(gains.mean())
     spread = float(gains.std(ddof=1)) / np.sqrt(len(gains))
     return mean >= settings.keep_margin and mean >= settings.min_gain_t * spread
@@ -297,11 +297,24 @@ def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography
     return homography
 
 
-def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
-                  ir_valid: np.ndarray, settings: AutoSettings
-                  ) -> tuple[np.ndarray, float, float, str]:
-    """Align one (H_ir, W_ir) uint8 IR frame to one (H_vis, W_vis) uint8 visible frame from the
-    (3, 3) ``initial`` homography. Returns (homography, its score, the initial's score, model)."""
+@dataclass
+class PairFit:
+    """The best-scoring estimate for one frame pair and the evidence for moving to it: (3, 3)
+    homography and its model, full-resolution gradient scores of it and of the start, and the
+    (tiles,) gains of its per-tile scores over the start's (Fisher z, see
+    ``significantly_better``)."""
+
+    homography: np.ndarray
+    model: str
+    score: float
+    start_score: float
+    tile_gains: np.ndarray
+
+
+def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
+             ir_valid: np.ndarray, settings: AutoSettings) -> PairFit:
+    """The best candidate (start, rigid, homography) aligning one (H_ir, W_ir) uint8 IR frame to
+    one (H_vis, W_vis) uint8 visible frame from the (3, 3) ``initial`` homography."""
     coarse = coarse_alignment(ir_frame, vis_frame, initial, ir_valid, settings)
     fine, _ = pyramid_ecc(ir_frame, vis_frame, coarse, ir_valid, list(settings.fine_widths),
                           (cv2.MOTION_HOMOGRAPHY,), settings)
@@ -310,20 +323,34 @@ def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarr
     same_modality = fine_intensity > settings.intensity_correlation
     if same_modality:
         refined = intensity_refinement(ir_frame, vis_frame, fine, ir_valid, settings)
-        # A pass can run away on a nearly featureless frame: keep it only if it fits better.
-        if intensity_correlation(ir_frame, vis_frame, refined, ir_valid) >= fine_intensity:
+        # A pass can run away on a nearly featureless frame: drop it when it fits clearly
+        # worse (a small loss is the raw, unblurred correlation disagreeing with ECC's).
+        if intensity_correlation(ir_frame, vis_frame, refined, ir_valid) >= \
+                fine_intensity - 0.01:
             candidates[-1] = ("homography", refined)
     scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma)
               for _, h in candidates]
     # Same modality: the intensities are the stronger evidence (gradients of noise, as in
     # smoke or fog, barely correlate after resampling).
-    per_tile = [tile_scores(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma,
-                            settings.score_tiles, intensity=same_modality)
+    per_tile = [fisher_z(tile_scores(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma,
+                                     settings.score_tiles, intensity=same_modality))
                 for _, h in candidates]
     best = int(np.argmax([tiles.mean() for tiles in per_tile] if same_modality else scores))
-    # An already-aligned pair keeps its homography: moving must pay off significantly.
-    index = best if significantly_better(per_tile[best], per_tile[0], settings) else 0
-    return candidates[index][1], scores[index], scores[0], candidates[index][0]
+    return PairFit(homography=candidates[best][1], model=candidates[best][0],
+                   score=scores[best], start_score=scores[0],
+                   tile_gains=per_tile[best] - per_tile[0])
+
+
+def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
+                  ir_valid: np.ndarray, settings: AutoSettings
+                  ) -> tuple[np.ndarray, float, float, str]:
+    """Align one (H_ir, W_ir) uint8 IR frame to one (H_vis, W_vis) uint8 visible frame from the
+    (3, 3) ``initial`` homography. Returns (homography, its score, the initial's score, model);
+    an already-aligned pair keeps ``initial``: moving must pay off significantly."""
+    fit = fit_pair(ir_frame, vis_frame, initial, ir_valid, settings)
+    if significantly_better(fit.tile_gains, settings):
+        return fit.homography, fit.score, fit.start_score, fit.model
+    return initial, fit.start_score, fit.start_score, "start"
 
 
 def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
@@ -336,7 +363,8 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     ``initial``: a starting (3, 3) homography (default: stretch the IR frame over the visible
     one); ``ir_valid``: optional (H_ir, W_ir) masks of IR pixels with real content;
     ``progress``: optional callable run after each frame pair. Judge the result with
-    ``check_reliable``.
+    ``check_reliable``. Whether to move from ``initial`` at all is decided once, on the
+    per-tile gains of all frames pooled (more frames, more power to see a small correction).
     """
     settings = settings or AutoSettings()
     if not ir_frames or len(ir_frames) != len(vis_frames):
@@ -349,26 +377,30 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     if ir_valid is None:
         ir_valid = [np.full(frame.shape[:2], 255, np.uint8) for frame in ir_frames]
     ir_valid = [(np.asarray(mask) > 0).astype(np.uint8) * 255 for mask in ir_valid]
-    estimates, scores, start_scores, models = [], [], [], []
+    fits = []
     for ir, vis, valid in zip(ir_frames, vis_frames, ir_valid):
-        homography, score, start_score, model = register_pair(ir, vis, initial, valid, settings)
-        estimates.append(homography)
-        scores.append(score)
-        start_scores.append(start_score)
-        models.append(model)
+        fits.append(fit_pair(ir, vis, initial, valid, settings))
         if progress is not None:
             progress()
+    start_confidence = float(np.median([fit.start_score for fit in fits]))
+    if not significantly_better(np.concatenate([fit.tile_gains for fit in fits]), settings):
+        return AutoResult(homography=normalised(initial), confidence=start_confidence,
+                          residual_px=0.0, frames_used=len(fits),
+                          per_frame=[initial] * len(fits), start_confidence=start_confidence,
+                          model="start")
+    estimates = [fit.homography for fit in fits]
     if len(estimates) == 1:
         combined, spread = estimates[0], 0.0
     else:
         combined, spread = combine_estimates(estimates, ir_size)
+    models = [fit.model for fit in fits]
     return AutoResult(
         homography=combined,
-        confidence=float(np.median(scores)),
+        confidence=float(np.median([fit.score for fit in fits])),
         residual_px=spread,
         frames_used=len(estimates),
         per_frame=estimates,
-        start_confidence=float(np.median(start_scores)),
+        start_confidence=start_confidence,
         model=max(set(models), key=models.count),
     )
 
