@@ -48,8 +48,9 @@ class AutoSettings:
     # the passes of that last ECC: a wide basin first, then the least biased optimum
     final_iterations: int = 400  # that last ECC aims at hundredths of a pixel: more iterations
     final_epsilon: float = 1e-9  # and a tighter stop than the gradient levels
-    keep_margin: float = 0.02  # a more complex candidate must beat a simpler one by this
-    min_gain_t: float = 3.0  # and by this many standard errors of its per-tile gains
+    keep_margin: float = 0.02  # to replace the start, the best candidate must gain this much
+    # (mean per-tile Fisher z of the gradient correlation)
+    min_gain_t: float = 3.0  # and this many standard errors of its per-tile gains
     score_tiles: int = 3  # tiles per side for those gains
     min_confidence: float = 0.2  # refuse below this full-resolution gradient correlation
     max_spread_px: float = 3.0  # several frames: refuse when their estimates disagree more
