@@ -10,11 +10,14 @@ the mean corner error (visible pixels at the IR image corners) for:
 - a pooled clip: 24 frame pairs written as two real videos (PyAV, FFV1), one estimate.
 
 The source pairs are themselves aligned only to a few pixels (FLIR shows parallax between near
-and far objects), so IR-vs-visible errors are given twice: against the nominal truth (the
-inverse of the synthetic warp) and against the estimate on the unwarped pair composed with it
-(`vs_unwarped_estimate`: the estimator's own consistency, free of the source misalignment).
-The unwarped-pair estimate's distance from identity is the stability measure.
+and far objects: ECC in 2 x 3 tiles of a source pair finds local shifts of 2-6 px), so
+IR-vs-visible errors are given twice: against the nominal truth (the inverse of the synthetic
+warp) and against the best-scoring fit on the unwarped pair composed with it
+(`vs_unwarped_fit`: the estimator's own consistency, free of the source misalignment; the fit
+is taken without the keep-the-start rule, which only applies when the start is already close).
+Stability is the distance from identity of `--auto` (default settings) on the unwarped pair.
 
+Runs single-threaded (OpenCV and BLAS) so it does not compete with other jobs.
 Run: python bench/calibration_accuracy.py [--pairs N] -> bench/results/calibration_auto.json
 """
 
@@ -40,6 +43,9 @@ from streamfuse.registration.frames import read_pairs  # noqa: E402
 from streamfuse.registration.geometry import corner_error, random_homography  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
+# The fit on the unwarped pair, reference of the consistency measure: the best-scoring
+# candidate, whatever its margin over the start.
+BEST_FIT = auto.AutoSettings(keep_margin=-1.0, min_gain_t=-1e9)
 
 
 def read_pair(set_name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +93,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--output", default=str(ROOT / "bench/results/calibration_auto.json"))
     args = parser.parse_args()
+    cv2.setNumThreads(1)
     rng = np.random.default_rng(2024)
     started = time.perf_counter()
     same, cross, cross_consistent, stable, refused, per_pair = [], [], [], [], [], []
@@ -100,6 +107,7 @@ def main() -> None:
             same.append(corner_error(
                 auto.register_frames([moved], [vis], ir_valid=[valid]).homography, truth, size))
             unwarped = auto.register_frames([ir], [vis])
+            unwarped_fit = auto.register_frames([ir], [vis], settings=BEST_FIT)
             moved, valid = warp_with_mask(ir, warp)
             result = auto.register_frames([moved], [vis], ir_valid=[valid])
             try:
@@ -108,14 +116,14 @@ def main() -> None:
             except Exception:  # noqa: BLE001 - a refusal is a measured outcome here
                 accepted = False
             error = corner_error(result.homography, truth, size)
-            consistent = corner_error(result.homography, unwarped.homography @ truth, size)
+            consistent = corner_error(result.homography, unwarped_fit.homography @ truth, size)
             stability = corner_error(unwarped.homography, np.eye(3), size)
             cross.append(error)
             cross_consistent.append(consistent)
             stable.append(stability)
             refused.append(not accepted)
             per_pair.append({"set": set_name, "index": index, "error_px": round(error, 3),
-                             "vs_unwarped_estimate_px": round(consistent, 3),
+                             "vs_unwarped_fit_px": round(consistent, 3),
                              "stability_px": round(stability, 3),
                              "confidence": round(result.confidence, 3),
                              "model": result.model, "refused": not accepted})
@@ -151,7 +159,12 @@ def main() -> None:
         "same_modality": summary(same),
         "ir_vs_visible": summary(cross),
         "ir_vs_visible_accepted_only": summary(accepted_errors) if accepted_errors else None,
-        "ir_vs_visible_vs_unwarped_estimate": summary(cross_consistent),
+        "ir_vs_visible_vs_unwarped_fit": summary(cross_consistent),
+        "ir_vs_visible_reference": (
+            "the source pairs are aligned only to ~1 px (TNO) and show 2-6 px local parallax "
+            "(FLIR), so 'ir_vs_visible' (vs the nominal synthetic truth) includes the source "
+            "misalignment; 'ir_vs_visible_vs_unwarped_fit' scores against the best fit on the "
+            "unwarped pair composed with the synthetic warp (the estimator's consistency)"),
         "stability_unwarped_vs_identity": summary(stable),
         "refused_fraction": float(np.mean(refused)),
         "pooled_clip_24_pairs": summary(clip_errors),

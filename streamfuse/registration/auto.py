@@ -7,11 +7,13 @@ their gradient-magnitude maps correlate. Coarse to fine, all with ``cv2.findTran
    (translation, Euclidean) up to a medium level: a start within a few pixels.
 2. Fine: homography ECC at medium and full resolution.
 
+Same-modality pairs (intensities correlate) get a last full-resolution ECC on the intensities.
 Each candidate (the given start, the coarse one, the fine one) is scored by the gradient
-correlation at full resolution; the simplest candidate within ``keep_margin`` of the best wins,
-so an already-aligned pair keeps its homography and noise is not fitted as perspective. Several
-frame pairs are combined by the median position of the IR image corners; their spread is the
-residual. ``check_reliable`` refuses weak or inconsistent results.
+correlation at full resolution, overall and in 3 x 3 tiles; the best one wins if it beats the
+start significantly (by ``keep_margin`` and ``min_gain_t`` standard errors of the per-tile
+gains), else the start is kept: an already-aligned pair keeps its homography, parallax or noise
+is not fitted as a correction. Several frame pairs are combined by the median position of the
+IR image corners; their spread is the residual. ``check_reliable`` refuses weak or inconsistent results.
 """
 
 from __future__ import annotations
@@ -40,7 +42,16 @@ class AutoSettings:
     search_shift: float = 0.15  # and shifts up to this fraction of the frame width
     iterations: int = 100  # ECC iterations per level
     epsilon: float = 1e-6  # ECC stops when the correlation improves less than this
-    keep_margin: float = 0.02  # a more complex candidate must beat a simpler one by this
+    intensity_correlation: float = 0.8  # above this, intensities are related linearly (same
+    # modality): a last ECC on the intensities themselves is more precise than on gradients
+    intensity_sigmas: tuple[float, ...] = (2.0, 1.0, 0.5)  # blur of both frames (pixels) in
+    # the passes of that last ECC: a wide basin first, then the least biased optimum
+    final_iterations: int = 400  # that last ECC aims at hundredths of a pixel: more iterations
+    final_epsilon: float = 1e-9  # and a tighter stop than the gradient levels
+    keep_margin: float = 0.02  # to replace the start, the best candidate must gain this much
+    # (mean per-tile Fisher z of the gradient correlation)
+    min_gain_t: float = 3.0  # and this many standard errors of its per-tile gains
+    score_tiles: int = 3  # tiles per side for those gains
     min_confidence: float = 0.2  # refuse below this full-resolution gradient correlation
     max_spread_px: float = 3.0  # several frames: refuse when their estimates disagree more
 
@@ -173,12 +184,11 @@ def coarse_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.nd
     return homography
 
 
-def alignment_score(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
-                    ir_valid: np.ndarray | None = None, sigma: float = 1.0) -> float:
-    """Correlation coefficient of the gradient magnitudes of the visible frame and the IR frame
-    warped by ``homography`` (IR->visible), over the visible frame. Visible pixels the IR frame
-    does not reach count as zero gradient; pixels ``ir_valid`` marks invalid are left out.
-    (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+def _registered_gradients(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                          ir_valid: np.ndarray | None, sigma: float
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(visible gradient magnitude, IR gradient magnitude warped by ``homography``, (H_vis,
+    W_vis) bool mask of the pixels to compare), all in the visible frame's geometry."""
     vis_size = (vis_frame.shape[1], vis_frame.shape[0])
     if ir_valid is None:
         ir_valid = np.full(ir_frame.shape[:2], 255, np.uint8)
@@ -188,26 +198,160 @@ def alignment_score(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.
     # Outside the IR frame is valid (zero gradient); inside, the eroded content mask decides.
     mask = cv2.warpPerspective(255 - moving_mask, homography, vis_size,
                                flags=cv2.INTER_NEAREST) == 0
-    if mask.sum() < 16 or template[mask].std() == 0 or warped[mask].std() == 0:
+    return template, warped, mask
+
+
+def _correlation(first: np.ndarray, second: np.ndarray, mask: np.ndarray) -> float:
+    if mask.sum() < 16 or first[mask].std() == 0 or second[mask].std() == 0:
         return 0.0
-    return float(np.corrcoef(template[mask].ravel(), warped[mask].ravel())[0, 1])
+    return float(np.corrcoef(first[mask].ravel(), second[mask].ravel())[0, 1])
+
+
+def alignment_score(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                    ir_valid: np.ndarray | None = None, sigma: float = 1.0) -> float:
+    """Correlation coefficient of the gradient magnitudes of the visible frame and the IR frame
+    warped by ``homography`` (IR->visible), over the visible frame. Visible pixels the IR frame
+    does not reach count as zero gradient; pixels ``ir_valid`` marks invalid are left out.
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+    return _correlation(*_registered_gradients(ir_frame, vis_frame, homography, ir_valid, sigma))
+
+
+def tile_scores(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                ir_valid: np.ndarray | None, sigma: float, tiles: int,
+                intensity: bool = False) -> np.ndarray:
+    """``alignment_score`` in each of ``tiles`` x ``tiles`` equal tiles of the visible frame:
+    (tiles * tiles,) float64, 0 where a tile has too little content to score. ``intensity``:
+    correlate the intensities over the valid IR content instead (same-modality pairs)."""
+    if intensity:
+        vis_size = (vis_frame.shape[1], vis_frame.shape[0])
+        if ir_valid is None:
+            ir_valid = np.full(ir_frame.shape[:2], 255, np.uint8)
+        template = vis_frame.astype(np.float64)
+        warped = cv2.warpPerspective(ir_frame, homography, vis_size,
+                                     flags=cv2.INTER_LINEAR).astype(np.float64)
+        mask = cv2.warpPerspective(ir_valid, homography, vis_size,
+                                   flags=cv2.INTER_NEAREST) > 0
+    else:
+        template, warped, mask = _registered_gradients(ir_frame, vis_frame, homography,
+                                                       ir_valid, sigma)
+    rows = np.array_split(np.arange(template.shape[0]), tiles)
+    columns = np.array_split(np.arange(template.shape[1]), tiles)
+    return np.array([_correlation(template[np.ix_(r, c)], warped[np.ix_(r, c)],
+                                  mask[np.ix_(r, c)]) for r in rows for c in columns])
+
+
+def fisher_z(scores: np.ndarray) -> np.ndarray:
+    """Fisher's z of correlation coefficients (any shape): equal steps mean equal evidence,
+    so that 0.95 -> 0.99 counts like 0.3 -> 0.6."""
+    return np.arctanh(np.clip(scores, -0.999, 0.999))
+
+
+def significantly_better(gains: np.ndarray, settings: AutoSettings) -> bool:
+    """Whether the (N,) per-tile gains (Fisher z) of one homography over another show a real
+    improvement: a mean gain of at least ``keep_margin`` and ``min_gain_t`` standard errors.
+    A gain in some tiles and a loss in others is what fitting parallax or noise looks like;
+    a misaligned start loses everywhere."""
+    mean = float(gains.mean())
+    spread = float(gains.std(ddof=1)) / np.sqrt(len(gains))
+    return mean >= settings.keep_margin and mean >= settings.min_gain_t * spread
+
+
+def intensity_correlation(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                          ir_valid: np.ndarray) -> float:
+    """Correlation coefficient of the raw intensities of the visible frame and the IR frame
+    warped by ``homography`` (IR->visible), over the visible pixels with valid IR content.
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+    vis_size = (vis_frame.shape[1], vis_frame.shape[0])
+    warped = cv2.warpPerspective(ir_frame, homography, vis_size, flags=cv2.INTER_LINEAR)
+    mask = cv2.warpPerspective(ir_valid, homography, vis_size, flags=cv2.INTER_NEAREST) > 0
+    if mask.sum() < 16 or vis_frame[mask].std() == 0 or warped[mask].std() == 0:
+        return 0.0
+    return float(np.corrcoef(vis_frame[mask].astype(np.float64), warped[mask])[0, 1])
+
+
+def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                         ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
+    """Full-resolution homography ECC on the intensities, from ``homography`` (IR->visible).
+
+    Only for pairs whose intensities correlate (same modality): there the intensity is a smoother
+    signal than its gradient magnitude, so the optimum is not biased by the resampling of sharp
+    gradient peaks. One pass per blur of ``settings.intensity_sigmas``, widest first.
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> (3, 3)
+    homography (the last converged pass's)."""
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, settings.final_iterations,
+                settings.final_epsilon)
+    for sigma in settings.intensity_sigmas:
+        # The blur is done here rather than by ECC's own filter, which smears the black fill
+        # across the mask border; pixels within its reach of the border are left out.
+        template = cv2.GaussianBlur(vis_frame.astype(np.float32), (0, 0), sigma)
+        moving = cv2.GaussianBlur(ir_frame.astype(np.float32), (0, 0), sigma)
+        margin = int(np.ceil(3 * sigma)) + 2
+        mask = cv2.erode(ir_valid, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8),
+                         borderType=cv2.BORDER_CONSTANT, borderValue=255)
+        try:
+            _, warp = cv2.findTransformECC(template, moving,
+                                           np.linalg.inv(homography).astype(np.float32),
+                                           cv2.MOTION_HOMOGRAPHY, criteria, mask, 1)
+        except cv2.error:
+            return homography
+        homography = normalised(np.linalg.inv(warp.astype(np.float64)))
+    return homography
+
+
+@dataclass
+class PairFit:
+    """The best-scoring estimate for one frame pair and the evidence for moving to it: (3, 3)
+    homography and its model, full-resolution gradient scores of it and of the start, and the
+    (tiles,) gains of its per-tile scores over the start's (Fisher z, see
+    ``significantly_better``)."""
+
+    homography: np.ndarray
+    model: str
+    score: float
+    start_score: float
+    tile_gains: np.ndarray
+
+
+def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
+             ir_valid: np.ndarray, settings: AutoSettings) -> PairFit:
+    """The best candidate (start, rigid, homography) aligning one (H_ir, W_ir) uint8 IR frame to
+    one (H_vis, W_vis) uint8 visible frame from the (3, 3) ``initial`` homography."""
+    coarse = coarse_alignment(ir_frame, vis_frame, initial, ir_valid, settings)
+    fine, _ = pyramid_ecc(ir_frame, vis_frame, coarse, ir_valid, list(settings.fine_widths),
+                          (cv2.MOTION_HOMOGRAPHY,), settings)
+    candidates = [("start", initial), ("rigid", coarse), ("homography", fine)]
+    fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)
+    same_modality = fine_intensity > settings.intensity_correlation
+    if same_modality:
+        refined = intensity_refinement(ir_frame, vis_frame, fine, ir_valid, settings)
+        # A pass can run away on a nearly featureless frame: drop it when it fits clearly
+        # worse (a small loss is the raw, unblurred correlation disagreeing with ECC's).
+        if intensity_correlation(ir_frame, vis_frame, refined, ir_valid) >= \
+                fine_intensity - 0.01:
+            candidates[-1] = ("homography", refined)
+    scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma)
+              for _, h in candidates]
+    # Same modality: the intensities are the stronger evidence (gradients of noise, as in
+    # smoke or fog, barely correlate after resampling).
+    per_tile = [fisher_z(tile_scores(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma,
+                                     settings.score_tiles, intensity=same_modality))
+                for _, h in candidates]
+    best = int(np.argmax([tiles.mean() for tiles in per_tile] if same_modality else scores))
+    return PairFit(homography=candidates[best][1], model=candidates[best][0],
+                   score=scores[best], start_score=scores[0],
+                   tile_gains=per_tile[best] - per_tile[0])
 
 
 def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
                   ir_valid: np.ndarray, settings: AutoSettings
                   ) -> tuple[np.ndarray, float, float, str]:
     """Align one (H_ir, W_ir) uint8 IR frame to one (H_vis, W_vis) uint8 visible frame from the
-    (3, 3) ``initial`` homography. Returns (homography, its score, the initial's score, model)."""
-    coarse = coarse_alignment(ir_frame, vis_frame, initial, ir_valid, settings)
-    fine, _ = pyramid_ecc(ir_frame, vis_frame, coarse, ir_valid, list(settings.fine_widths),
-                          (cv2.MOTION_HOMOGRAPHY,), settings)
-    candidates = [("start", initial), ("rigid", coarse), ("homography", fine)]
-    scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma)
-              for _, h in candidates]
-    best = max(scores)
-    # Simplest first: a more complex model must earn its extra freedom.
-    index = next(i for i, score in enumerate(scores) if score >= best - settings.keep_margin)
-    return candidates[index][1], scores[index], scores[0], candidates[index][0]
+    (3, 3) ``initial`` homography. Returns (homography, its score, the initial's score, model);
+    an already-aligned pair keeps ``initial``: moving must pay off significantly."""
+    fit = fit_pair(ir_frame, vis_frame, initial, ir_valid, settings)
+    if significantly_better(fit.tile_gains, settings):
+        return fit.homography, fit.score, fit.start_score, fit.model
+    return initial, fit.start_score, fit.start_score, "start"
 
 
 def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
@@ -220,7 +364,8 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     ``initial``: a starting (3, 3) homography (default: stretch the IR frame over the visible
     one); ``ir_valid``: optional (H_ir, W_ir) masks of IR pixels with real content;
     ``progress``: optional callable run after each frame pair. Judge the result with
-    ``check_reliable``.
+    ``check_reliable``. Whether to move from ``initial`` at all is decided once, on the
+    per-tile gains of all frames pooled (more frames, more power to see a small correction).
     """
     settings = settings or AutoSettings()
     if not ir_frames or len(ir_frames) != len(vis_frames):
@@ -233,26 +378,30 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     if ir_valid is None:
         ir_valid = [np.full(frame.shape[:2], 255, np.uint8) for frame in ir_frames]
     ir_valid = [(np.asarray(mask) > 0).astype(np.uint8) * 255 for mask in ir_valid]
-    estimates, scores, start_scores, models = [], [], [], []
+    fits = []
     for ir, vis, valid in zip(ir_frames, vis_frames, ir_valid):
-        homography, score, start_score, model = register_pair(ir, vis, initial, valid, settings)
-        estimates.append(homography)
-        scores.append(score)
-        start_scores.append(start_score)
-        models.append(model)
+        fits.append(fit_pair(ir, vis, initial, valid, settings))
         if progress is not None:
             progress()
+    start_confidence = float(np.median([fit.start_score for fit in fits]))
+    if not significantly_better(np.concatenate([fit.tile_gains for fit in fits]), settings):
+        return AutoResult(homography=normalised(initial), confidence=start_confidence,
+                          residual_px=0.0, frames_used=len(fits),
+                          per_frame=[initial] * len(fits), start_confidence=start_confidence,
+                          model="start")
+    estimates = [fit.homography for fit in fits]
     if len(estimates) == 1:
         combined, spread = estimates[0], 0.0
     else:
         combined, spread = combine_estimates(estimates, ir_size)
+    models = [fit.model for fit in fits]
     return AutoResult(
         homography=combined,
-        confidence=float(np.median(scores)),
+        confidence=float(np.median([fit.score for fit in fits])),
         residual_px=spread,
         frames_used=len(estimates),
         per_frame=estimates,
-        start_confidence=float(np.median(start_scores)),
+        start_confidence=start_confidence,
         model=max(set(models), key=models.count),
     )
 
