@@ -12,10 +12,14 @@ from streamfuse.errors import StreamFuseError
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 COMMAND_MODULES: list[str] = [
     "streamfuse.commands.bench",
+    "streamfuse.commands.calibrate",
     "streamfuse.commands.eval",
     "streamfuse.commands.export",
     "streamfuse.commands.fuse",
+    "streamfuse.commands.record",
+    "streamfuse.commands.run",
     "streamfuse.commands.train",
+    "streamfuse.commands.view",
     "streamfuse.commands.weights",
 ]
 

@@ -35,8 +35,10 @@ def _type_name(expected: Any) -> str:
     return getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
 
 
-def _coerce(value: Any, expected: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``expected``; return it (ints accepted for floats)."""
+def _coerce(value: Any, expected: Any, path: str) -> Any:
+    """Check ``value`` (at dotted key ``path``) against the annotation ``expected``; return it
+    (ints are accepted for floats)."""
+    where = f"key '{path}'"
     origin = typing.get_origin(expected)
     if expected is Any:
         return value
@@ -49,7 +51,7 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, where)
+                return _coerce(value, option, path)
             except StreamFuseError as error:
                 errors.append(error)
         raise errors[0] if len(errors) == 1 else StreamFuseError(
@@ -67,9 +69,9 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise StreamFuseError(f"{where} must have {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item_type = args[0] if args else Any
-        items = [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
@@ -92,25 +94,26 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
             raise StreamFuseError(f"{where} must be a string, got {value!r}")
         return str(value)
     if dataclasses.is_dataclass(expected):
-        return _build(expected, value, where)
+        return _build(expected, value, path)
     return value
 
 
-def _build(cls: type[T], mapping: Any, where: str) -> T:
+def _build(cls: type[T], mapping: Any, path: str) -> T:
+    """``cls`` from the mapping found at dotted key ``path`` ("" for the top level)."""
     if mapping is None:
         mapping = {}
     if not isinstance(mapping, dict):
-        raise StreamFuseError(f"{where} must be a mapping of keys, got {mapping!r}")
+        raise StreamFuseError(f"key '{path}' must be a mapping of keys, got {mapping!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     values = {}
     for key, value in mapping.items():
-        key_where = f"{where}.{key}" if where else str(key)
+        key_path = f"{path}.{key}" if path else str(key)
         if key not in fields:
             raise StreamFuseError(
-                f"unknown key '{key_where}' (valid keys here: {', '.join(sorted(fields))})"
+                f"unknown key '{key_path}' (valid keys here: {', '.join(sorted(fields))})"
             )
-        values[key] = _coerce(value, hints[key], f"key '{key_where}'")
+        values[key] = _coerce(value, hints[key], key_path)
     missing = [
         name
         for name, f in fields.items()
@@ -119,12 +122,23 @@ def _build(cls: type[T], mapping: Any, where: str) -> T:
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        prefix = f"{where}." if where else ""
+        prefix = f"{path}." if path else ""
         raise StreamFuseError(f"missing required key '{prefix}{missing[0]}'")
     try:
         return cls(**values)
     except (ValueError, TypeError) as error:
-        raise StreamFuseError(f"{where or 'config'}: {error}") from None
+        raise StreamFuseError(_validation_message(str(error), path, fields)) from None
+
+
+def _validation_message(message: str, path: str, fields: dict) -> str:
+    """A dataclass's own check (``__post_init__``) as ``key 'a.b': ...``. A message that starts
+    with a quoted field name (``'fps' must be positive``) is attributed to that field, so the
+    error points at its line."""
+    field = _key_of(message)
+    if field in fields and message.startswith(f"'{field}'"):
+        key_path = f"{path}.{field}" if path else field
+        return f"key '{key_path}'{message[len(field) + 2:]}"
+    return f"key '{path}': {message}" if path else f"config: {message}"
 
 
 def _key_of(message: str) -> str | None:

@@ -80,11 +80,15 @@ def parse_methods(text: str) -> list[str]:
 
 
 class MultiRuleFuser:
-    """Encode a pair once, then fuse and decode it with each rule (the encoder is the costly half)."""
+    """Encode a pair once, then fuse and decode it with each fusion config (the encoder is the
+    costly half). ``configs`` maps a column name to a rule name or a :class:`FusionConfig`."""
 
-    def __init__(self, fuser: Fuser, rules: list[str]):
+    def __init__(self, fuser: Fuser, configs: dict[str, FusionConfig | str]):
         self.fuser = fuser
-        self.layers = {rule: FusionLayer(FusionConfig(rule=rule)).to(fuser.device) for rule in rules}
+        self.layers = {
+            name: FusionLayer(FusionConfig(rule=c) if isinstance(c, str) else c).to(fuser.device)
+            for name, c in configs.items()
+        }
 
     @torch.inference_mode()
     def fuse(self, ir: np.ndarray, vis: np.ndarray) -> dict[str, np.ndarray]:
@@ -105,7 +109,7 @@ def evaluate_folder(data: Path, methods: list[str], weights: Path | None = None,
     if not pairs:
         raise StreamFuseError(f"{data}: no pairs (need ir/ and vis/ with matching file stems)")
     rules = [m for m in methods if m not in BASELINES]
-    multi = MultiRuleFuser(Fuser.from_weights(weights, device=device), rules) if rules else None
+    multi = MultiRuleFuser(Fuser.from_weights(weights, device=device), {r: r for r in rules}) if rules else None
     fused_files = image_files(fused_dir) if fused_dir else {}
     columns = list(methods) + ([fused_dir.name] if fused_dir else [])
     result = EvalResult(str(data), columns)

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The data sets sit beside the checkout (../shared/data); STREAMFUSE_DATA overrides.
@@ -39,3 +40,13 @@ def tno_pair() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def flir_pair() -> tuple[np.ndarray, np.ndarray]:
     return read_pair("flir-test", 0)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a module of tiny tensors: on 2 shared cores, intra-op threads only
+    add contention. Use with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

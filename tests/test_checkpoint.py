@@ -10,7 +10,7 @@ from streamfuse.checkpoint import import_authors_weights, load_checkpoint, save_
 from streamfuse.cli import main
 from streamfuse.errors import StreamFuseError
 from streamfuse.model import DIDFuse, DIDFuseConfig
-from tests.test_model import randomise_batchnorm
+from test_model import randomise_batchnorm
 
 
 def test_round_trip_keeps_outputs_and_metadata(tmp_path):

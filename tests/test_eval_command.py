@@ -13,7 +13,7 @@ from streamfuse.cli import main
 from streamfuse.fuser import Fuser
 from streamfuse.metrics import METRICS, evaluate
 from streamfuse.model import DIDFuse
-from tests.conftest import read_pair
+from conftest import read_pair
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ ATOL = 1e-4
 ATOL_FULL_FRAME = 1e-5
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These maps are tiny: on 2 shared cores, intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 def _random(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))

@@ -9,8 +9,8 @@ from streamfuse.checkpoint import save_checkpoint
 from streamfuse.cli import main
 from streamfuse.fuser import Fuser, merge_luma, split_luma
 from streamfuse.model import DIDFuse
-from tests.conftest import read_pair
-from tests.test_checkpoint import write_authors_pair
+from conftest import read_pair
+from test_checkpoint import write_authors_pair
 
 
 @pytest.fixture(scope="module")

@@ -48,14 +48,7 @@ SMALL_RADIUS = 4
 CONFIG = FusionConfig(gamma=0.3, guided_radius=SMALL_RADIUS, guided_eps=1e-2, eps=1e-6)
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These maps are tiny: on 2 shared cores, intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 def encode_like(image: np.ndarray, activation: str, seed: int) -> torch.Tensor:
     """(H, W) uint8 image -> (1, CHANNELS, H, W) float32 maps from a fixed random 3x3 conv.
@@ -159,7 +152,6 @@ def test_saliency_weights_match_eq9_to_11(map_pair):
     np.testing.assert_allclose(w_vis.numpy(), ref_vis, rtol=0, atol=ATOL)
     # Not trivially 0.5 everywhere: the maps really differ between cameras.
     assert ref_ir.std() > 1e-3
-
 
 
 @pytest.mark.parametrize("rule", RULES)

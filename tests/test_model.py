@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from streamfuse.model import DIDFuse, fold_model
-from tests.conftest import read_pair
+from conftest import read_pair
 
 
 def randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:

@@ -1,0 +1,182 @@
+"""Accuracy study of `streamfuse calibrate --auto` on synthetic truth made from real pairs.
+
+The IR frame of a real aligned pair (../shared/data) is warped with a random known homography
+(scale 0.92-1.08, rotation up to 5 deg, shift up to 30 px, perspective changing the local scale
+by up to 3%); its valid-pixel mask is warped too so the black border is not an edge. We report
+the mean corner error (visible pixels at the IR image corners) for:
+
+- same modality: the visible frame against a warped copy of itself;
+- IR vs visible, one pair at a time;
+- a pooled clip: 24 frame pairs written as two real videos (PyAV, FFV1), one estimate.
+
+The source pairs are themselves aligned only to a few pixels (FLIR shows parallax between near
+and far objects: ECC in 2 x 3 tiles of a source pair finds local shifts of 2-6 px), so
+IR-vs-visible errors are given twice: against the nominal truth (the inverse of the synthetic
+warp) and against the best-scoring fit on the unwarped pair composed with it
+(`vs_unwarped_fit`: the estimator's own consistency, free of the source misalignment; the fit
+is taken without the keep-the-start rule, which only applies when the start is already close).
+Stability is the distance from identity of `--auto` (default settings) on the unwarped pair.
+
+Runs single-threaded (OpenCV and BLAS) so it does not compete with other jobs.
+Run: python bench/calibration_accuracy.py [--pairs N] -> bench/results/calibration_auto.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamfuse.registration import auto  # noqa: E402
+from streamfuse.registration.frames import read_pairs  # noqa: E402
+from streamfuse.registration.geometry import corner_error, random_homography  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+# The fit on the unwarped pair, reference of the consistency measure: the best-scoring
+# candidate, whatever its margin over the start.
+BEST_FIT = auto.AutoSettings(keep_margin=-1.0, min_gain_t=-1e9)
+
+
+def read_pair(set_name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    ir_path = sorted((DATA / set_name / "ir").iterdir())[index]
+    vis_path = next((DATA / set_name / "vis").glob(ir_path.stem + ".*"))
+    return (cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE),
+            cv2.imread(str(vis_path), cv2.IMREAD_GRAYSCALE))
+
+
+def warp_with_mask(image: np.ndarray, warp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size = (image.shape[1], image.shape[0])
+    return (cv2.warpPerspective(image, warp, size, flags=cv2.INTER_LINEAR),
+            cv2.warpPerspective(np.full(image.shape, 255, np.uint8), warp, size,
+                                flags=cv2.INTER_NEAREST))
+
+
+def summary(errors: list[float]) -> dict:
+    values = np.array(errors)
+    return {
+        "count": int(len(values)),
+        "median_px": float(np.median(values)),
+        "mean_px": float(np.mean(values)),
+        "p90_px": float(np.percentile(values, 90)),
+        "max_px": float(np.max(values)),
+        "fraction_le_0.05px": float(np.mean(values <= 0.05)),
+        "fraction_le_1px": float(np.mean(values <= 1)),
+        "fraction_le_3px": float(np.mean(values <= 3)),
+        "values_px": [round(float(v), 4) for v in values],
+    }
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=fps)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "gray"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="gray")))
+        container.mux(stream.encode())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=12, help="pairs per data set")
+    parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--output", default=str(ROOT / "bench/results/calibration_auto.json"))
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(2024)
+    started = time.perf_counter()
+    same, cross, cross_consistent, stable, refused, per_pair = [], [], [], [], [], []
+    for set_name in ("flir-test", "tno"):
+        for index in range(args.pairs):
+            ir, vis = read_pair(set_name, index)
+            size = (ir.shape[1], ir.shape[0])
+            warp = random_homography(rng, size)
+            truth = np.linalg.inv(warp)
+            moved, valid = warp_with_mask(vis, warp)
+            same.append(corner_error(
+                auto.register_frames([moved], [vis], ir_valid=[valid]).homography, truth, size))
+            unwarped = auto.register_frames([ir], [vis])
+            unwarped_fit = auto.register_frames([ir], [vis], settings=BEST_FIT)
+            moved, valid = warp_with_mask(ir, warp)
+            result = auto.register_frames([moved], [vis], ir_valid=[valid])
+            try:
+                auto.check_reliable(result)
+                accepted = True
+            except Exception:  # noqa: BLE001 - a refusal is a measured outcome here
+                accepted = False
+            error = corner_error(result.homography, truth, size)
+            consistent = corner_error(result.homography, unwarped_fit.homography @ truth, size)
+            stability = corner_error(unwarped.homography, np.eye(3), size)
+            cross.append(error)
+            cross_consistent.append(consistent)
+            stable.append(stability)
+            refused.append(not accepted)
+            per_pair.append({"set": set_name, "index": index, "error_px": round(error, 3),
+                             "vs_unwarped_fit_px": round(consistent, 3),
+                             "stability_px": round(stability, 3),
+                             "confidence": round(result.confidence, 3),
+                             "model": result.model, "refused": not accepted})
+            print(f"{set_name} {index}: same {same[-1]:.3f} ir {error:.2f} "
+                  f"consistent {consistent:.2f} stable {stability:.2f} "
+                  f"conf {result.confidence:.2f}{' REFUSED' if not accepted else ''}",
+                  flush=True)
+    accepted_errors = [e for e, r in zip(cross, refused) if not r]
+
+    clip_errors = []
+    for clip in range(args.clips):
+        size = (320, 240)
+        picks = rng.choice(180, size=24, replace=False)
+        pairs = [read_pair("flir-train", int(i)) for i in picks]
+        ir_frames = [cv2.resize(ir, size, interpolation=cv2.INTER_AREA) for ir, _ in pairs]
+        vis_frames = [cv2.resize(vis, size, interpolation=cv2.INTER_AREA) for _, vis in pairs]
+        warp = random_homography(rng, size)
+        moved = [cv2.warpPerspective(f, warp, size, borderMode=cv2.BORDER_REFLECT)
+                 for f in ir_frames]
+        with tempfile.TemporaryDirectory() as folder:
+            write_video(Path(folder) / "ir.mkv", moved)
+            write_video(Path(folder) / "vis.mkv", vis_frames)
+            decoded = read_pairs(Path(folder) / "ir.mkv", Path(folder) / "vis.mkv")
+        result = auto.register_frames([ir for ir, _ in decoded], [vis for _, vis in decoded])
+        clip_errors.append(corner_error(result.homography, np.linalg.inv(warp), size))
+        print(f"clip {clip}: {clip_errors[-1]:.2f} px over {len(decoded)} pairs", flush=True)
+
+    report = {
+        "what": "mean corner error of --auto against synthetic homographies on real pairs",
+        "warp": "scale 0.92-1.08, rotation <= 5 deg, shift <= 30 px, perspective <= 3%",
+        "targets": {"same_modality_px": 0.05, "ir_vs_visible_px_on_90pct": 3.0,
+                    "pooled_clip_median_px": 1.5, "stability_px": 1.0},
+        "same_modality": summary(same),
+        "ir_vs_visible": summary(cross),
+        "ir_vs_visible_accepted_only": summary(accepted_errors) if accepted_errors else None,
+        "ir_vs_visible_vs_unwarped_fit": summary(cross_consistent),
+        "ir_vs_visible_reference": (
+            "the source pairs are aligned only to ~1 px (TNO) and show 2-6 px local parallax "
+            "(FLIR), so 'ir_vs_visible' (vs the nominal synthetic truth) includes the source "
+            "misalignment; 'ir_vs_visible_vs_unwarped_fit' scores against the best fit on the "
+            "unwarped pair composed with the synthetic warp (the estimator's consistency)"),
+        "stability_unwarped_vs_identity": summary(stable),
+        "refused_fraction": float(np.mean(refused)),
+        "pooled_clip_24_pairs": summary(clip_errors),
+        "per_pair": per_pair,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": platform.processor() or platform.machine(),
+        "opencv": cv2.__version__,
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

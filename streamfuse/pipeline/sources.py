@@ -1,0 +1,321 @@
+"""Where frames come from: video files (PyAV), cameras and stream URLs (OpenCV), image folders
+and ZeroMQ publishers. Each source is read by one capture thread through ``read()``.
+
+A source has ``role`` ("ir" or "vis", for messages), ``live`` (frames come whether or not we
+keep up), ``fps`` (nominal rate or None) and ``frame_count`` (None when unknown); ``read()``
+returns the next :class:`Frame` or None at the end of the stream, and ``close()`` frees it.
+File errors raise :class:`StreamFuseError`; live sources reopen themselves with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from streamfuse.errors import StreamFuseError
+from streamfuse.images import image_files, read_image
+from streamfuse.pipeline import wire
+from streamfuse.pipeline.config import SourceConfig
+from streamfuse.pipeline.frames import Frame
+
+log = logging.getLogger("streamfuse.pipeline")
+
+DEFAULT_LIVE_FPS = 30.0
+
+
+def wants_gray(color: str, role: str, source_is_gray: bool) -> bool:
+    """``color: auto`` reads IR as gray and keeps the visible frame's colour when it has one."""
+    if color == "auto":
+        return role == "ir" or source_is_gray
+    return color == "gray"
+
+
+def _reason(error: Exception) -> str:
+    """The useful part of an FFmpeg/OpenCV error, on one line."""
+    text = getattr(error, "strerror", None) or str(error)
+    return " ".join(str(text).split())
+
+
+class _Pacer:
+    """Holds a reader back to real time: frame at ``t`` is released ``t - t0`` after the first."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._origin: tuple[float, float] | None = None
+
+    def wait(self, timestamp: float) -> None:
+        if not self.enabled:
+            return
+        if self._origin is None:
+            self._origin = (time.monotonic(), timestamp)
+        delay = self._origin[0] + (timestamp - self._origin[1]) - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class VideoFileSource:
+    """One video stream of a file, decoded with PyAV; timestamps are the container's PTS.
+
+    ``stream_index`` picks among the file's video streams, so one file holding both cameras is
+    read by two sources (each demuxes the file and decodes its own stream).
+    """
+
+    live = False
+
+    def __init__(self, path: str | Path, role: str, stream_index: int = 0, color: str = "auto",
+                 realtime: bool = False):
+        self.path = Path(path)
+        self.role = role
+        try:
+            self._container = av.open(str(self.path))
+        except (av.FFmpegError, OSError) as error:
+            raise StreamFuseError(f"{self.path}: cannot open the {role} video ({_reason(error)})") from None
+        try:
+            videos = self._container.streams.video
+            if stream_index >= len(videos):
+                raise StreamFuseError(
+                    f"{self.path}: the {role} source asks for video stream {stream_index} but the "
+                    f"file has {len(videos)}; set {role}.stream to 0..{len(videos) - 1}"
+                )
+            self._stream = videos[stream_index]
+            self._stream.thread_type = "AUTO"
+            rate = self._stream.average_rate or self._stream.guessed_rate
+            self.fps = float(rate) if rate else None
+            self.frame_count = self._stream.frames or self._frames_from_duration()
+            pix_fmt = self._stream.codec_context.pix_fmt or ""
+            self.gray = wants_gray(color, role, pix_fmt.startswith("gray"))
+            self._frames = self._container.decode(self._stream)
+        except BaseException:
+            self._container.close()
+            raise
+        self._pacer = _Pacer(realtime)
+        self._index = 0
+        self._last_time: float | None = None
+
+    def _frames_from_duration(self) -> int | None:
+        if self._container.duration is None or not self.fps:
+            return None
+        return int(round(self._container.duration / av.time_base * self.fps))
+
+    def read(self) -> Frame | None:
+        try:
+            video_frame = next(self._frames)
+        except StopIteration:
+            self._check_complete()
+            return None
+        except (av.FFmpegError, OSError) as error:
+            raise StreamFuseError(
+                f"{self.path}: the {self.role} video is corrupt after {self._index} frames "
+                f"({_reason(error)}); frames before it were used"
+            ) from None
+        timestamp = video_frame.time
+        if timestamp is None:
+            timestamp = self._index / (self.fps or DEFAULT_LIVE_FPS)
+        image = video_frame.to_ndarray(format="gray" if self.gray else "bgr24")
+        self._pacer.wait(timestamp)
+        frame = Frame(image=image, timestamp=float(timestamp), captured_at=time.monotonic(), index=self._index)
+        self._index += 1
+        self._last_time = frame.timestamp
+        return frame
+
+    def _check_complete(self) -> None:
+        """A stream that stops well before the duration in the file's header was truncated."""
+        duration = self._container.duration
+        if duration is None or not self.fps:
+            return
+        start = (self._container.start_time or 0) / av.time_base
+        end = start + duration / av.time_base
+        reached = self._last_time if self._last_time is not None else start
+        if end - reached > 2.5 / self.fps:
+            raise StreamFuseError(
+                f"{self.path}: the {self.role} video ends at {reached:.2f} s but its header says "
+                f"{end:.2f} s: the file is truncated; frames before it were used"
+            )
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class FolderSource:
+    """Image files played at ``fps``: the i-th file has timestamp ``i / fps``."""
+
+    live = False
+
+    def __init__(self, files: list[Path], role: str, fps: float, color: str = "auto",
+                 realtime: bool = False):
+        if not files:
+            raise StreamFuseError(f"the {role} image folder has no images to play")
+        self.files = files
+        self.role = role
+        self.fps = fps
+        self.frame_count = len(files)
+        self.color = color
+        self._pacer = _Pacer(realtime)
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._index >= len(self.files):
+            return None
+        image = read_image(self.files[self._index], gray=wants_gray(self.color, self.role, source_is_gray=False))
+        if self.color == "bgr" and image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        timestamp = self._index / self.fps
+        self._pacer.wait(timestamp)
+        frame = Frame(image=image, timestamp=timestamp, captured_at=time.monotonic(), index=self._index)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+class _Backoff:
+    """Reconnect delays: ``first``, doubling up to ``longest``; reset after a good frame."""
+
+    def __init__(self, first: float, longest: float, stop: threading.Event):
+        self.first, self.longest, self.stop = first, longest, stop
+        self.delay = first
+
+    def wait(self) -> None:
+        self.stop.wait(self.delay)
+        self.delay = min(self.delay * 2, self.longest)
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class CaptureSource:
+    """A camera or stream URL through OpenCV ``VideoCapture``; timestamps are ``time.monotonic()``
+    when a frame is read. A device that fails to open or stops delivering is reopened with
+    backoff until ``stop`` is set, so the run survives cable pulls and RTSP drop-outs.
+    ``reconnects`` counts the failed opens and lost streams."""
+
+    live = True
+    frame_count = None
+
+    def __init__(self, uri: str, role: str, stop: threading.Event, fps: float | None = None,
+                 color: str = "auto", reconnect_delay_s: float = 0.5, reconnect_max_s: float = 10.0):
+        self.uri = uri
+        self.role = role
+        self.color = color
+        self.reconnects = 0
+        self._target: int | str = int(uri) if uri.isdigit() else uri
+        self._configured_fps = fps
+        self._stop = stop
+        self._backoff = _Backoff(reconnect_delay_s, reconnect_max_s, stop)
+        self._capture: cv2.VideoCapture | None = None
+        self._index = 0
+        self.fps = fps
+        self._open()
+        if self.fps is None:
+            self.fps = DEFAULT_LIVE_FPS
+
+    def _open(self) -> bool:
+        capture = cv2.VideoCapture(self._target)
+        if not capture.isOpened():
+            capture.release()
+            self.reconnects += 1
+            log.warning("%s camera %s: cannot open; retrying in %.1f s", self.role, self.uri, self._backoff.delay)
+            return False
+        self._capture = capture
+        if self._configured_fps is None:
+            reported = capture.get(cv2.CAP_PROP_FPS)
+            if reported and 0 < reported < 1000:
+                self.fps = float(reported)
+        return True
+
+    def read(self) -> Frame | None:
+        while not self._stop.is_set():
+            if self._capture is None and not self._open():
+                self._backoff.wait()
+                continue
+            ok, image = self._capture.read()
+            if not ok:
+                self._capture.release()
+                self._capture = None
+                self.reconnects += 1
+                log.warning("%s camera %s: no frame (disconnected?); reopening in %.1f s",
+                            self.role, self.uri, self._backoff.delay)
+                self._backoff.wait()
+                continue
+            self._backoff.reset()
+            if wants_gray(self.color, self.role, source_is_gray=False) and image.ndim == 3:
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            now = time.monotonic()
+            frame = Frame(image=image, timestamp=now, captured_at=now, index=self._index)
+            self._index += 1
+            return frame
+        return None
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class ZmqSource:
+    """Frames from another process's PUB socket in the StreamFuse wire format. The timestamp is
+    the sender's ``time``; ZeroMQ reconnects by itself when the sender comes and goes. The
+    stream ends when the sender sends its end message."""
+
+    live = True
+    frame_count = None
+
+    def __init__(self, url: str, role: str, stop: threading.Event, fps: float | None = None,
+                 color: str = "auto", hwm: int = 4):
+        self.url = url
+        self.role = role
+        self.color = color
+        self.fps = fps or DEFAULT_LIVE_FPS
+        self.rejected = 0
+        self._stop = stop
+        self._socket = wire.connect_subscriber(url, hwm)
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        while not self._stop.is_set():
+            parts = wire.receive(self._socket, timeout=0.1)
+            if parts is None:
+                continue
+            try:
+                header, image = wire.decode_message(parts)
+            except StreamFuseError as error:
+                self.rejected += 1
+                log.warning("%s source %s: skipped a message: %s", self.role, self.url, error)
+                continue
+            if image is None:
+                return None
+            if image.ndim == 3 and wants_gray(self.color, self.role, source_is_gray=False):
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            elif image.ndim == 2 and self.color == "bgr":
+                image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+            frame = Frame(image=np.ascontiguousarray(image), timestamp=float(header["time"]),
+                          captured_at=time.monotonic(), index=self._index)
+            self._index += 1
+            return frame
+        return None
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+def open_source(config: SourceConfig, role: str, stop: threading.Event,
+                files: list[Path] | None = None):
+    """The source ``config`` describes. ``files``: for ``folder`` sources, the images to play
+    (the runner pairs two folders by file stem); default every image of the folder."""
+    if config.kind == "file":
+        return VideoFileSource(config.path, role, config.stream, config.color, config.realtime)
+    if config.kind == "folder":
+        if files is None:
+            files = list(image_files(config.path).values())
+        return FolderSource(files, role, config.fps, config.color, config.realtime)
+    if config.kind == "camera":
+        return CaptureSource(config.uri, role, stop, config.fps, config.color,
+                             config.reconnect_delay_s, config.reconnect_max_s)
+    return ZmqSource(config.uri, role, stop, config.fps, config.color)

@@ -1,0 +1,69 @@
+"""How well a calibration registers a real pair: gradient correlation before and after, and an
+overlay image (edges of the IR frame in red over the visible frame) a person can judge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamfuse.calibration import Calibration, IrRegistrar, warp_valid_mask
+from streamfuse.errors import StreamFuseError
+from streamfuse.registration.auto import gradient_magnitude
+
+
+def gradient_correlation(first: np.ndarray, second: np.ndarray, mask: np.ndarray | None = None,
+                         sigma: float = 1.0) -> float:
+    """Correlation coefficient of the gradient magnitudes of two (H, W) uint8 images over the
+    (H, W) bool ``mask`` (default: everywhere). 1 = same edges, about 0 = unrelated."""
+    a, _ = gradient_magnitude(first, sigma)
+    b, _ = gradient_magnitude(second, sigma)
+    if mask is None:
+        mask = np.ones(a.shape, bool)
+    if mask.sum() < 16 or a[mask].std() == 0 or b[mask].std() == 0:
+        return 0.0
+    return float(np.corrcoef(a[mask], b[mask])[0, 1])
+
+
+def check_scores(calibration: Calibration, ir_frame: np.ndarray, vis_frame: np.ndarray
+                 ) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """(score before, score after, IR frame stretched to the visible size, registered IR frame)
+    for one (H_ir, W_ir) / (H_vis, W_vis) uint8 pair; both scores over the pixels the
+    registered IR frame covers."""
+    vis_size = (vis_frame.shape[1], vis_frame.shape[0])
+    if vis_size != calibration.vis_size:
+        raise StreamFuseError(f"visible frame is {vis_size[0]}x{vis_size[1]} but the "
+                              f"calibration's vis_size is {calibration.vis_size[0]}x"
+                              f"{calibration.vis_size[1]}: use the calibration of this camera")
+    registered = IrRegistrar(calibration)(ir_frame)
+    stretched = cv2.resize(ir_frame, vis_size, interpolation=cv2.INTER_LINEAR)
+    mask = cv2.erode(warp_valid_mask(calibration).astype(np.uint8), np.ones((7, 7), np.uint8),
+                     borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
+    return (gradient_correlation(stretched, vis_frame, mask),
+            gradient_correlation(registered, vis_frame, mask), stretched, registered)
+
+
+def edge_overlay(ir_frame: np.ndarray, vis_frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 BGR: the visible frame, dimmed, with the IR frame's edges in red.
+    Both inputs (H, W) uint8 of the same size."""
+    median = float(np.median(ir_frame))
+    edges = cv2.Canny(cv2.GaussianBlur(ir_frame, (5, 5), 0), 0.66 * median + 10,
+                      1.33 * median + 20) > 0
+    overlay = cv2.cvtColor((vis_frame * 0.7).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    overlay[edges] = (0, 0, 255)
+    return overlay
+
+
+def write_overlay(path: str | Path, before: np.ndarray, after: np.ndarray,
+                  vis_frame: np.ndarray) -> None:
+    """PNG with two panels, before | after registration, each labelled."""
+    panels = []
+    for label, ir in (("before", before), ("after", after)):
+        panel = edge_overlay(ir, vis_frame)
+        cv2.putText(panel, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 2)
+        panels.append(panel)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.hstack(panels)):
+        raise StreamFuseError(f"{path}: cannot write the overlay image (use a .png name)")

@@ -1,0 +1,285 @@
+"""`streamfuse calibrate`: points, board, auto, sync and check on real warps and real videos."""
+
+from __future__ import annotations
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from streamfuse.calibration import Calibration, IrRegistrar, load_calibration, save_calibration
+from streamfuse.cli import main
+from streamfuse.errors import StreamFuseError
+from streamfuse.registration import auto
+from streamfuse.registration.check import gradient_correlation
+from streamfuse.registration.geometry import corner_error, random_homography, transform_points
+
+
+def _calibrate(*argv) -> int:
+    return main(["calibrate", *map(str, argv)])
+
+
+# --- points -----------------------------------------------------------------------------------
+
+def test_points_with_noise_and_outliers_recover_the_homography(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    ir_size, vis_size = (320, 256), (400, 300)
+    truth = np.diag([1.25, 300 / 256, 1.0]) @ random_homography(rng, ir_size)
+    ir_points = rng.uniform([0, 0], ir_size, size=(20, 2))
+    vis_points = transform_points(truth, ir_points) + rng.normal(0, 0.5, (20, 2))
+    vis_points[3] += (25, -14)  # a mis-clicked point
+    csv = tmp_path / "points.csv"
+    csv.write_text("ir_x,ir_y,vis_x,vis_y\n" + "\n".join(
+        ",".join(f"{v:.3f}" for v in (*a, *b)) for a, b in zip(ir_points, vis_points)))
+    output = tmp_path / "pair.yaml"
+    assert _calibrate("--points", csv, "--ir-size", "320x256", "--vis-size", "400x300",
+                      "-o", output) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("OUTLIER") == 1 and "    4  " in printed.split("OUTLIER")[0][-80:]
+    calibration = load_calibration(output)
+    assert calibration.method == "points" and calibration.date
+    assert 0.2 < calibration.residual_px < 1.0
+    assert corner_error(calibration.homography, truth, ir_size) < 1.0
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([(0, 0, 1, 1), (10, 0, 11, 1), (0, 10, 1, 11)], "3 correspondences"),
+        ([(i, 2 * i, i + 1, 2 * i + 3) for i in range(8)], "on one line"),
+    ],
+)
+def test_degenerate_points_fail_without_writing(tmp_path, capsys, rows, message):
+    csv = tmp_path / "points.csv"
+    csv.write_text("\n".join(",".join(map(str, row)) for row in rows))
+    output = tmp_path / "pair.yaml"
+    assert _calibrate("--points", csv, "--ir-size", "64x48", "--vis-size", "64x48",
+                      "-o", output) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not output.exists()
+
+
+# --- board ------------------------------------------------------------------------------------
+
+def _board_image(kind: str) -> np.ndarray:
+    """A flat board drawn large (white paper, black squares or dots), 8x6 inner corners or
+    7x5 circles."""
+    board = np.full((700, 900), 255, np.uint8)
+    if kind == "chessboard":
+        for row in range(7):
+            for column in range(9):
+                if (row + column) % 2 == 0:
+                    top, left = 50 + row * 86, 63 + column * 86
+                    board[top:top + 86, left:left + 86] = 0
+    else:
+        for row in range(5):
+            for column in range(7):
+                cv2.circle(board, (150 + column * 100, 150 + row * 100), 30, 0, -1, cv2.LINE_AA)
+    return board
+
+
+def _render(board: np.ndarray, homography: np.ndarray, size: tuple[int, int], rng) -> np.ndarray:
+    """The board seen by a camera: warped with ``homography`` (board -> image), a little blur
+    and sensor noise, a gray background."""
+    warped = cv2.warpPerspective(board.astype(np.float32), homography, size,
+                                 flags=cv2.INTER_AREA, borderValue=128)
+    warped = cv2.GaussianBlur(warped, (0, 0), 0.8) + rng.normal(0, 2, warped.shape)
+    return np.clip(warped, 0, 255).astype(np.uint8)
+
+
+def _board_views(tmp_path, kind: str, truth: np.ndarray, views: int = 3):
+    rng = np.random.default_rng(11)
+    board = _board_image(kind)
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vis"
+    ir_dir.mkdir()
+    vis_dir.mkdir()
+    for view in range(views):
+        to_vis = random_homography(rng, (400, 320), max_shift_px=20) @ \
+            np.diag([0.4, 0.4, 1.0]) @ np.array([[1, 0, 50], [0, 1, 20], [0, 0, 1.0]])
+        to_ir = np.linalg.inv(truth) @ to_vis
+        vis = _render(board, to_vis, (400, 320), rng)
+        ir = 255 - _render(board, to_ir, (320, 256), rng)  # heated board: inverted polarity
+        cv2.imwrite(str(vis_dir / f"{view:03d}.png"), vis)
+        cv2.imwrite(str(ir_dir / f"{view:03d}.png"), ir)
+    return ir_dir, vis_dir
+
+
+@pytest.mark.parametrize(("kind", "pattern"), [("chessboard", "8x6"), ("circles", "7x5")])
+def test_board_with_inverted_ir_recovers_the_homography(tmp_path, kind, pattern):
+    truth = np.diag([1.25, 1.25, 1.0]) @ random_homography(np.random.default_rng(2), (320, 256),
+                                                            max_shift_px=10)
+    ir_dir, vis_dir = _board_views(tmp_path, kind, truth)
+    output = tmp_path / "pair.yaml"
+    assert _calibrate("--board", kind, "--pattern", pattern, "--ir", ir_dir, "--vis", vis_dir,
+                      "-o", output) == 0
+    calibration = load_calibration(output)
+    assert calibration.method == "board" and calibration.residual_px < 0.5
+    assert (calibration.ir_size, calibration.vis_size) == ((320, 256), (400, 320))
+    assert corner_error(calibration.homography, truth, (320, 256)) < 0.5
+
+
+def test_board_not_found_fails_without_writing(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for name in ("ir", "vis"):
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "000.png"),
+                    cv2.GaussianBlur(rng.integers(0, 256, (120, 160), np.uint8), (0, 0), 3))
+    output = tmp_path / "pair.yaml"
+    assert _calibrate("--board", "chessboard", "--pattern", "8x6", "--ir", tmp_path / "ir",
+                      "--vis", tmp_path / "vis", "-o", output) == 2
+    assert "no chessboard board of 8x6 found" in capsys.readouterr().err
+    assert not output.exists()
+
+
+# --- auto -------------------------------------------------------------------------------------
+
+def _small(image: np.ndarray, width: int = 256) -> np.ndarray:
+    height = round(image.shape[0] * width / image.shape[1])
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _warped(image: np.ndarray, homography: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size = (image.shape[1], image.shape[0])
+    valid = cv2.warpPerspective(np.full(image.shape, 255, np.uint8), homography, size,
+                                flags=cv2.INTER_NEAREST)
+    return cv2.warpPerspective(image, homography, size, flags=cv2.INTER_LINEAR), valid
+
+
+def test_auto_same_modality_is_close(flir_pair):
+    # Issue target: <= 0.05 px (bench/calibration_accuracy.py reports the distribution).
+    vis = _small(flir_pair[1], 320)
+    size = (vis.shape[1], vis.shape[0])
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        warp = random_homography(rng, size, max_shift_px=15)
+        moved, valid = _warped(vis, warp)
+        result = auto.register_frames([moved], [vis], ir_valid=[valid])
+        auto.check_reliable(result)
+        assert corner_error(result.homography, np.linalg.inv(warp), size) <= 0.05
+
+
+def test_auto_ir_to_visible_and_the_registered_pair_scores_like_the_original(flir_pair):
+    ir, vis = (_small(image, 320) for image in flir_pair)
+    size = (ir.shape[1], ir.shape[0])
+    warp = random_homography(np.random.default_rng(8), size, max_shift_px=15)
+    moved, valid = _warped(ir, warp)
+    result = auto.register_frames([moved], [vis], ir_valid=[valid])
+    auto.check_reliable(result)
+    # Issue target: 3 px. The source pair is itself aligned only to a few pixels (FLIR parallax),
+    # so the reference is the best fit on the unwarped pair composed with the synthetic warp;
+    # against the nominal truth the source misalignment adds to it (this pair: the unwarped fit
+    # is 3.4 px from identity at the corners, see bench/results/calibration_auto.json).
+    unwarped_fit = auto.register_frames([ir], [vis], settings=auto.AutoSettings(
+        keep_margin=-1.0, min_gain_t=-1e9))
+    assert corner_error(result.homography, unwarped_fit.homography @ np.linalg.inv(warp),
+                        size) <= 3.0
+    assert corner_error(result.homography, np.linalg.inv(warp), size) <= 3.0 + corner_error(
+        unwarped_fit.homography, np.eye(3), size)
+    calibration = Calibration(ir_size=size, vis_size=size, homography=result.homography)
+    registered = IrRegistrar(calibration)(moved)
+    inner = cv2.erode(cv2.warpPerspective(valid, result.homography, size), np.ones((9, 9))) > 0
+    original = gradient_correlation(ir, vis, inner)
+    assert gradient_correlation(registered, vis, inner) > original - 0.05
+    assert gradient_correlation(moved, vis, inner) < original - 0.1
+
+
+def test_auto_keeps_an_aligned_pair(flir_pair):
+    ir, vis = (_small(image, 320) for image in flir_pair)
+    result = auto.register_frames([ir], [vis])
+    assert corner_error(result.homography, np.eye(3), (ir.shape[1], ir.shape[0])) <= 1.0
+
+
+def test_auto_refuses_blank_frames_without_writing(tmp_path, capsys):
+    blank = np.full((96, 128), 40, np.uint8)
+    cv2.imwrite(str(tmp_path / "ir.png"), blank)
+    cv2.imwrite(str(tmp_path / "vis.png"), blank)
+    output = tmp_path / "pair.yaml"
+    assert _calibrate("--auto", "--ir", tmp_path / "ir.png", "--vis", tmp_path / "vis.png",
+                      "-o", output) == 2
+    error = capsys.readouterr().err
+    assert "unreliable" in error and "no file written" in error
+    assert not output.exists()
+
+
+# --- videos: sync, auto over a clip, check ------------------------------------------------------
+
+def _scene(time: float, size=(160, 128)) -> np.ndarray:
+    """A scene at ``time`` seconds: textured background and blobs whose speed changes
+    irregularly (so the motion energy has a unique shape in time)."""
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width]
+    image = 60 + 30 * np.sin(xs / 9.0) * np.cos(ys / 13.0)
+    for k, (speed, phase) in enumerate([(1.7, 0.3), (0.6, 2.0), (2.9, 4.1)]):
+        x = width / 2 + width * 0.35 * np.sin(speed * time + phase + np.sin(3.1 * time * (k + 1)))
+        y = height / 2 + height * 0.3 * np.cos(0.8 * speed * time + phase)
+        image = image + 150 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * (6 + 3 * k) ** 2))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _write_video(path, frames, fps: int, codec: str = "ffv1") -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "gray" if codec == "ffv1" else "yuv420p"
+        for frame in frames:
+            video_frame = av.VideoFrame.from_ndarray(frame, format="gray")
+            container.mux(stream.encode(video_frame.reformat(format=stream.pix_fmt)))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_sync_recovers_a_known_offset(tmp_path, frozen):
+    offset = 0.37  # IR time + offset = visible time
+    ir_frames = []
+    for index in range(90):
+        # Thermal look: inverted, lower contrast; frozen during "flat-field correction".
+        shown = index - (index - 30) % 8 if frozen and 30 <= index < 38 else index
+        ir_frames.append((255 - _scene(shown / 30 + offset) * 0.6).astype(np.uint8))
+    vis_frames = [_scene(index / 25) for index in range(75)]
+    _write_video(tmp_path / "ir.mkv", ir_frames, 30)
+    _write_video(tmp_path / "vis.mp4", vis_frames, 25, codec="libx264")
+    output = tmp_path / "pair.yaml"
+    assert _calibrate("--sync", "--ir", tmp_path / "ir.mkv", "--vis", tmp_path / "vis.mp4",
+                      "--max-offset", 1.0, "-o", output) == 0
+    calibration = load_calibration(output)
+    assert calibration.method == "sync"
+    assert abs(calibration.time_offset - offset) < 0.5 / 30
+
+
+def test_auto_over_a_clip_and_check(tmp_path, capsys):
+    frames = [_scene(index / 10) for index in range(24)]
+    truth = random_homography(np.random.default_rng(3), (160, 128), max_shift_px=8)
+    inverse = np.linalg.inv(truth)
+    ir_frames = [cv2.warpPerspective(255 - frame, inverse, (160, 128),
+                                     borderMode=cv2.BORDER_REFLECT) for frame in frames]
+    _write_video(tmp_path / "ir.mkv", ir_frames, 10)
+    _write_video(tmp_path / "vis.mkv", frames, 10)
+    output = tmp_path / "pair.yaml"
+    assert _calibrate("--auto", "--ir", tmp_path / "ir.mkv", "--vis", tmp_path / "vis.mkv",
+                      "-o", output) == 0
+    calibration = load_calibration(output)
+    assert calibration.method == "auto"
+    # Issue target for a pooled clip: 1.5 px.
+    assert corner_error(calibration.homography, truth, (160, 128)) <= 1.5
+    overlay = tmp_path / "overlay.png"
+    capsys.readouterr()
+    assert _calibrate("--check", output, "--ir", tmp_path / "ir.mkv", "--vis",
+                      tmp_path / "vis.mkv", "--overlay", overlay) == 0
+    printed = capsys.readouterr().out
+    before = float(printed.split("before ")[1].split(",")[0])
+    after = float(printed.split("after ")[1].split(" ")[0])
+    assert after > before + 0.1
+    image = cv2.imread(str(overlay))
+    assert image.shape == (128, 320, 3)
+    assert ((image[..., 2] == 255) & (image[..., 1] == 0)).sum() > 100  # red IR edges drawn
+
+
+def test_check_refuses_a_frame_of_another_size(tmp_path, capsys):
+    calibration = tmp_path / "pair.yaml"
+    save_calibration(Calibration.identity(64, 48), calibration)
+    cv2.imwrite(str(tmp_path / "ir.png"), np.zeros((60, 80), np.uint8))
+    cv2.imwrite(str(tmp_path / "vis.png"), np.zeros((60, 80), np.uint8))
+    assert _calibrate("--check", calibration, "--ir", tmp_path / "ir.png", "--vis",
+                      tmp_path / "vis.png") == 2
+    assert "vis_size is 64x48" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""Sinks and their helpers: the video writer's timestamps and sizes, side-by-side view, display
+checks, and the shipped pipeline configs."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+from pipeline_helpers import REPO_ROOT, decode_video, ir_scene, vis_scene
+from streamfuse.cli import main
+from streamfuse.config import load_yaml
+from streamfuse.errors import StreamFuseError
+from streamfuse.pipeline.config import DisplaySinkConfig, PipelineConfig
+from streamfuse.pipeline.sinks import DisplaySink, VideoFileWriter, draw_fps, pad_to_even, side_by_side
+
+
+def test_video_writer_times_frames_at_the_given_rate_and_pads_odd_sizes(tmp_path):
+    writer = VideoFileWriter(tmp_path / "out.mp4", fps=25, crf=0)
+    times = [10.0, 10.04, 10.08, 10.16, 10.161, 10.24]   # a gap, then a frame too early for its slot
+    frames = [ir_scene(t, 47, 63) for t in times]
+    for frame, t in zip(frames, times):
+        writer.write(frame, t)
+    writer.close()
+    decoded_times, decoded = decode_video(tmp_path / "out.mp4")
+    assert decoded_times == pytest.approx([0.0, 0.04, 0.08, 0.16, 0.20, 0.24])
+    assert decoded[0].shape == (48, 64)
+    for frame, image in zip(frames, decoded):   # crf 0: lossless luma, replicated edge
+        assert np.abs(image[:47, :63].astype(int) - frame).max() <= 1
+        assert np.array_equal(image[47, :63], image[46, :63])
+
+
+def test_video_writer_refuses_unknown_encoders_with_the_setting_name(tmp_path):
+    with pytest.raises(StreamFuseError, match=r"^sinks\.video\.codec: FFmpeg has no encoder 'h266'"):
+        VideoFileWriter(tmp_path / "x.mp4", 25, codec="h266")
+
+
+def test_pad_to_even_leaves_even_images_alone():
+    image = vis_scene(0.0)
+    assert pad_to_even(image) is image
+    assert pad_to_even(image[:47, :63]).shape == (48, 64, 3)
+
+
+def test_side_by_side_and_fps_overlay():
+    ir, vis = ir_scene(0.0), vis_scene(0.0)
+    fused = ir_scene(0.5)
+    view = side_by_side(ir, vis, fused)
+    assert view.shape == (48, 192, 3)
+    assert np.array_equal(view[:, :64, 0], ir) and np.array_equal(view[:, 64:128], vis)
+    assert np.array_equal(view[:, 128:, 2], fused)
+    before = view.copy()
+    draw_fps(view, 24.5)
+    assert not np.array_equal(view, before) and np.array_equal(view[30:], before[30:])
+
+
+def test_display_without_a_display_server_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    with pytest.raises(StreamFuseError, match="sinks.display: no display"):
+        DisplaySink(DisplaySinkConfig(), lambda: None)
+    assert main(["view", "tcp://127.0.0.1:5599"]) == 2
+    assert "no display" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "cameras.yaml", "publish.yaml"])
+def test_shipped_pipeline_configs_are_valid(name):
+    config = load_yaml(PipelineConfig, REPO_ROOT / "configs" / name)
+    assert config.sinks.video or config.sinks.zmq or config.sinks.display
+    for section in (config.ir, config.vis):
+        if section.kind == "file":
+            assert (REPO_ROOT / section.path).is_file()
+
+
+def test_demo_clip_is_small_and_pairs_30_with_25_fps():
+    ir_times, ir = decode_video(REPO_ROOT / "samples" / "demo" / "ir.mp4")
+    vis_times, vis = decode_video(REPO_ROOT / "samples" / "demo" / "vis.mp4")
+    size = sum(p.stat().st_size for p in (REPO_ROOT / "samples" / "demo").glob("*.mp4"))
+    assert size < 2 * 1024 * 1024
+    assert ir[0].shape == vis[0].shape
+    assert np.median(np.diff(ir_times)) == pytest.approx(1 / 30) and np.median(np.diff(vis_times)) == pytest.approx(1 / 25)
