@@ -3,7 +3,9 @@
 Every figure is the throughput of ``Fuser.fuse_tensors`` (the whole path: encoder -> fusion
 layer -> decoder, float pairs in, fused float out) after warm-up, with its speedup over the
 baseline a user of the authors' code gets, measured in the same run on the same input: one pair
-at a time, fp32 eager PyTorch, BatchNorm not folded, fusion rule ``sum``.
+at a time, fp32 eager PyTorch, BatchNorm not folded, fusion rule ``sum``. The baseline is timed
+before and after the engines and its calls pooled, so a change of the machine's load during the
+run (the cores may be shared) is visible (``baseline_drift``) and does not land on one side only.
 
 Also reported: FLOPs per pair (the convolutions, counted analytically; the fusion layer's
 element-wise work is not counted), the fraction of the device's peak those FLOPs reach (peak =
@@ -108,9 +110,16 @@ class Result:
 
 @dataclass
 class ResolutionReport:
+    """``baseline`` pools the baseline's calls timed before and after the engines (the machine's
+    load can change during a run); speedups are against it. ``baseline_drift``: after/before
+    pairs/s, 1.0 when the load did not change."""
+
     resolution: str
     gflop_per_pair: float
     baseline: Timing
+    baseline_before: Timing
+    baseline_after: Timing | None = None
+    baseline_drift: float | None = None
     results: list[Result] = field(default_factory=list)
 
 
@@ -257,10 +266,12 @@ class Bench:
             return str(error)
         return None
 
+    def _time_seconds(self, fuser: Fuser, ir: Tensor, vis: Tensor) -> np.ndarray:
+        return time_calls(lambda: fuser.fuse_tensors(ir, vis), self.device, self.config.warmup,
+                          self.config.min_iterations, self.config.seconds)
+
     def _time(self, fuser: Fuser, ir: Tensor, vis: Tensor) -> Timing:
-        seconds = time_calls(lambda: fuser.fuse_tensors(ir, vis), self.device, self.config.warmup,
-                             self.config.min_iterations, self.config.seconds)
-        return Timing.from_seconds(seconds, ir.shape[0])
+        return Timing.from_seconds(self._time_seconds(fuser, ir, vis), ir.shape[0])
 
     def _build(self, rule: str, engine: str, precision: str, ir: Tensor, vis: Tensor) -> tuple[Fuser, float, Tensor]:
         """The engine, the seconds to build it and run it once (compilation), and that output."""
@@ -281,38 +292,52 @@ class Bench:
         ir_image, vis_image = bench_pair(width, height)
         one_ir, one_vis = as_batch(ir_image, 1, self.device), as_batch(vis_image, 1, self.device)
         baseline_fuser = Fuser(self.model, BASELINE_RULE, self.device, fold_bn=False)
-        baseline = self._time(baseline_fuser, one_ir, one_vis)
+        before = self._time_seconds(baseline_fuser, one_ir, one_vis)
+        baseline = Timing.from_seconds(before, 1)
         self.progress(f"{name} baseline (fp32 eager, BN unfolded, rule sum, 1 pair): "
                       f"{baseline.pairs_per_s:.2f} pairs/s, p50 {baseline.p50_ms:.0f} ms")
         gflop = conv_flops(self.model, height, width) / 1e9
-        report = ResolutionReport(name, gflop, baseline)
+        report = ResolutionReport(name, gflop, baseline, baseline_before=baseline)
         reference = Fuser(self.model, self.config.rule, self.device, fold_bn=False).fuse_tensors(one_ir, one_vis)
-        for engine, precision, batch in self.planned():
-            result = Result(name, engine, precision, batch)
-            report.results.append(result)
-            reason = self.skip_reason(engine, precision)
-            if reason is not None:
-                result.status = f"skipped: {reason}"
-                self.advance()
-                continue
+        results = [Result(name, e, p, b) for e, p, b in self.planned()]
+        for result in results:
+            self._run_one(result, one_ir, one_vis, reference, gflop)
+        after = self._time_seconds(baseline_fuser, one_ir, one_vis)
+        report.baseline_after = Timing.from_seconds(after, 1)
+        report.baseline = Timing.from_seconds(np.concatenate([before, after]), 1)
+        report.baseline_drift = report.baseline_after.pairs_per_s / report.baseline_before.pairs_per_s
+        self.progress(f"{name} baseline again: {report.baseline_after.pairs_per_s:.2f} pairs/s "
+                      f"(after/before {report.baseline_drift:.2f})")
+        for result in results:
+            if result.timing is not None:
+                result.speedup = result.timing.pairs_per_s / report.baseline.pairs_per_s
+                result.fraction_of_peak = result.achieved_gflops / self.peaks[result.precision]
+        report.results = results
+        return report
+
+    def _run_one(self, result: Result, one_ir: Tensor, one_vis: Tensor, reference: Tensor,
+                 gflop: float) -> None:
+        """Measures ``result``'s configuration into it (or records why it was skipped)."""
+        reason = self.skip_reason(result.engine, result.precision)
+        if reason is not None:
+            result.status = f"skipped: {reason}"
+        else:
             try:
-                self._measure(result, one_ir, one_vis, reference, baseline, gflop)
+                self._measure(result, one_ir, one_vis, reference, gflop)
             except (RuntimeError, StreamFuseError) as error:
                 result.status = f"failed: {str(error).strip().splitlines()[0][:300]}"
             self.progress(self.describe(result))
-            self.advance()
-        return report
+        self.advance()
 
     def _measure(self, result: Result, one_ir: Tensor, one_vis: Tensor, reference: Tensor,
-                 baseline: Timing, gflop: float) -> None:
+                 gflop: float) -> None:
         engine, precision, batch = result.engine, result.precision, result.batch
         ir, vis = one_ir.expand(batch, -1, -1, -1).contiguous(), one_vis.expand(batch, -1, -1, -1).contiguous()
         fuser, result.build_s, fused = self._build(self.config.rule, engine, precision, ir, vis)
         result.gray_diff_mean, result.gray_diff_max = gray_difference(fused[:1], reference)
         result.timing = self._time(fuser, ir, vis)
-        result.speedup = result.timing.pairs_per_s / baseline.pairs_per_s
         result.achieved_gflops = gflop * result.timing.pairs_per_s
-        result.fraction_of_peak = result.achieved_gflops / self.peak(precision)
+        self.peak(precision)
         if self.config.fusion_share and batch == self.config.batch_sizes[0] and self.config.rule != BASELINE_RULE:
             network_fuser, _, _ = self._build(BASELINE_RULE, engine, precision, ir, vis)
             network = self._time(network_fuser, ir, vis)
@@ -326,13 +351,23 @@ class Bench:
         if result.timing is None:
             return f"{head}: {result.status}"
         share = "" if result.fusion_share is None else f", fusion layer {100 * result.fusion_share:.0f}% of network"
-        return (f"{head}: {result.timing.pairs_per_s:.2f} pairs/s ({result.speedup:.1f}x baseline), "
+        return (f"{head}: {result.timing.pairs_per_s:.2f} pairs/s, "
                 f"p50 {result.timing.p50_ms:.0f} ms, gray diff mean {result.gray_diff_mean:.2f} "
                 f"max {result.gray_diff_max:.0f}{share}")
 
     def run(self) -> dict:
         machine = machine_description(self.device)
-        reports = [self.run_resolution(w, h) for w, h in self.config.resolutions]
+        reports = []
+        for width, height in self.config.resolutions:
+            reports.append(self.run_resolution(width, height))
+            # Peaks are re-measured after each resolution and the best kept: a busy moment
+            # must not make the engines look closer to the peak than they are.
+            for precision in list(self.peaks):
+                self.peaks[precision] = max(self.peaks[precision], measure_peak_gflops(self.device, precision))
+            for report in reports:
+                for result in report.results:
+                    if result.timing is not None:
+                        result.fraction_of_peak = result.achieved_gflops / self.peaks[result.precision]
         if hasattr(os, "getloadavg"):
             machine["load_average_end"] = list(os.getloadavg())
         return {
@@ -365,7 +400,8 @@ def format_table(bench: dict) -> str:
         lines.append("")
         lines.append(f"{report['resolution']}: {report['gflop_per_pair']:.0f} GFLOP/pair; baseline "
                      f"(fp32 eager, BN unfolded, rule sum, 1 pair) {base['pairs_per_s']:.3f} pairs/s, "
-                     f"p50 {base['p50_ms']:.0f} ms, p99 {base['p99_ms']:.0f} ms ({base['calls']} calls)")
+                     f"p50 {base['p50_ms']:.0f} ms, p99 {base['p99_ms']:.0f} ms ({base['calls']} calls; "
+                     f"timed before and after the engines, after/before {report['baseline_drift']:.2f})")
         lines.append(header)
         for r in report["results"]:
             t = r["timing"]

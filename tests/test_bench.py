@@ -46,8 +46,10 @@ def test_bench_command_writes_json_and_table_with_speedups(tmp_path, capsys):
     assert len(bench["machine"]["load_average_start"]) == 3
     (report,) = bench["resolutions"]
     assert report["gflop_per_pair"] == pytest.approx(conv_flops(DIDFuse(), 32, 40) / 1e9)
-    baseline = report["baseline"]
-    assert baseline["calls"] >= 3 and baseline["p99_ms"] >= baseline["p50_ms"] > 0
+    baseline, before, after = report["baseline"], report["baseline_before"], report["baseline_after"]
+    assert baseline["calls"] == before["calls"] + after["calls"] >= 6
+    assert baseline["p99_ms"] >= baseline["p50_ms"] > 0
+    assert report["baseline_drift"] == pytest.approx(after["pairs_per_s"] / before["pairs_per_s"])
     by_config = {(r["precision"], r["batch"]): r for r in report["results"]}
     assert set(by_config) == {("fp32", 1), ("fp32", 2), ("fp16", 1), ("fp16", 2)}
     assert by_config[("fp16", 1)]["status"].startswith("skipped: precision fp16 is for CUDA")

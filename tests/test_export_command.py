@@ -14,8 +14,8 @@ from streamfuse.cli import main
 from streamfuse.export import onnx_runtime_name, run_onnx
 from streamfuse.fuser import FusionNet
 from streamfuse.model import DIDFuse
-from tests.conftest import read_pair
-from tests.test_model import randomise_batchnorm
+from conftest import read_pair
+from test_model import randomise_batchnorm
 
 missing_exporter = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
 needs_exporter = pytest.mark.skipif(
