@@ -317,7 +317,9 @@ def fuse_maps(
     """Fuse one IR/visible map pair with ``config.rule``.
 
     Every rule but ``sum`` is a convex combination ``w * ir + (1 - w) * vis`` computed as
-    ``torch.lerp(vis, ir, w)``. With CAM, eq. 17 ``0.5 * (F_spa + F_cha)`` equals one such
+    ``vis + w * (ir - vis)``: one element-wise chain that compilers fuse into a single pass
+    (``torch.lerp`` would be the same up to rounding, but exported graphs decompose it into two
+    full-size branches and a select). With CAM, eq. 17 ``0.5 * (F_spa + F_cha)`` equals one such
     combination with ``w = 0.5 * (w_spa + lambda)``, broadcast to (B, C, H, W).
 
     Args:
@@ -347,7 +349,7 @@ def fuse_maps(
         ir_weight = _spatial_ir_weight(spatial_name, ir, vis, config)
     if isinstance(ir_weight, torch.Tensor):
         ir_weight = ir_weight.to(ir.dtype)
-    return torch.lerp(vis, ir, ir_weight)
+    return vis + ir_weight * (ir - vis)
 
 
 class FusionLayer(nn.Module):
