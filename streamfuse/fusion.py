@@ -311,15 +311,25 @@ def _spatial_ir_weight(
     return saliency_weights(ir, vis, config.guided_radius, config.guided_eps, config.eps)[0]
 
 
+def _convex_mix(vis: torch.Tensor, ir: torch.Tensor, weight: torch.Tensor | float) -> torch.Tensor:
+    """``vis + weight * (ir - vis)``, i.e. ``torch.lerp(vis, ir, weight)`` up to rounding.
+
+    Eager PyTorch and Inductor run ``lerp`` as one fused kernel; ``torch.export`` (the road to
+    OpenVINO, TensorRT and ONNX) decomposes it into two full-size branches and a select, so
+    exported graphs get the plain chain instead, which their compilers fuse into one pass.
+    """
+    if torch.compiler.is_exporting():
+        return vis + weight * (ir - vis)
+    return torch.lerp(vis, ir, weight)
+
+
 def fuse_maps(
     ir: torch.Tensor, vis: torch.Tensor, config: FusionConfig | None = None
 ) -> torch.Tensor:
     """Fuse one IR/visible map pair with ``config.rule``.
 
-    Every rule but ``sum`` is a convex combination ``w * ir + (1 - w) * vis`` computed as
-    ``vis + w * (ir - vis)``: one element-wise chain that compilers fuse into a single pass
-    (``torch.lerp`` would be the same up to rounding, but exported graphs decompose it into two
-    full-size branches and a select). With CAM, eq. 17 ``0.5 * (F_spa + F_cha)`` equals one such
+    Every rule but ``sum`` is a convex combination ``w * ir + (1 - w) * vis`` (see
+    :func:`_convex_mix`). With CAM, eq. 17 ``0.5 * (F_spa + F_cha)`` equals one such
     combination with ``w = 0.5 * (w_spa + lambda)``, broadcast to (B, C, H, W).
 
     Args:
@@ -349,7 +359,7 @@ def fuse_maps(
         ir_weight = _spatial_ir_weight(spatial_name, ir, vis, config)
     if isinstance(ir_weight, torch.Tensor):
         ir_weight = ir_weight.to(ir.dtype)
-    return vis + ir_weight * (ir - vis)
+    return _convex_mix(vis, ir, ir_weight)
 
 
 class FusionLayer(nn.Module):
