@@ -46,7 +46,7 @@ def save_checkpoint(model: DIDFuse, path: str | Path, metadata: dict | None = No
     return path
 
 
-def _torch_load(path: Path) -> object:
+def _read_checkpoint_file(path: Path) -> object:
     if not path.is_file():
         raise StreamFuseError(f"{path}: no such checkpoint file (give --weights a .pt file)")
     try:
@@ -68,7 +68,7 @@ def _torch_load(path: Path) -> object:
 def load_checkpoint(path: str | Path) -> tuple[DIDFuse, dict]:
     """Load a checkpoint of our format into a :class:`DIDFuse` (eval mode) and its metadata."""
     path = Path(path)
-    payload = _torch_load(path)
+    payload = _read_checkpoint_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         if isinstance(payload, dict) and "weight" in payload:
             hint = "it looks like one of the authors' files: convert it with `streamfuse import-weights`"
@@ -122,7 +122,7 @@ def _authors_to_ours(authors_key: str) -> str:
 
 
 def _read_authors_file(path: Path, layers: tuple[int, ...]) -> dict:
-    payload = _torch_load(path)
+    payload = _read_checkpoint_file(path)
     state_dict = payload.get("weight") if isinstance(payload, dict) else None
     if not isinstance(state_dict, dict):
         raise StreamFuseError(f"{path}: not an authors' checkpoint (expected a dict with 'weight')")

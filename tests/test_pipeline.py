@@ -71,7 +71,9 @@ def base_config(ir_path, vis_path, weights, inference: dict | None = None, **sec
         "ir": {"kind": "file", "path": str(ir_path)},
         "vis": {"kind": "file", "path": str(vis_path)},
         "sync": {"offset": OFFSET},
-        "inference": {"weights": str(weights), "threads": 1, **(inference or {})},
+        # eager fp32: the outputs are compared with Fuser.fuse to the gray level
+        "inference": {"weights": str(weights), "threads": 1, "engine": "eager", "precision": "fp32",
+                      **(inference or {})},
         "sinks": {},
         **sections,
     }

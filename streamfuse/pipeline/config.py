@@ -12,6 +12,7 @@ from typing import Literal
 
 from streamfuse.config import load_yaml
 from streamfuse.errors import StreamFuseError
+from streamfuse.engines import ENGINES, PRECISIONS
 from streamfuse.fuser import DEFAULT_WEIGHTS
 from streamfuse.pipeline.wire import DEFAULT_URL
 
@@ -88,17 +89,26 @@ class SyncConfig:
 @dataclass
 class InferenceConfig:
     """weights: a checkpoint (default: the shipped ``models/didfuse_flir.pt``). fusion: the
-    fusion rule. batch_size: pairs per network call (1 = lowest latency); batch_timeout_ms: the
-    longest a batch waits to fill. threads: CPU threads for torch (default: torch's choice)."""
+    fusion rule. engine/precision: see :mod:`streamfuse.engines` (``auto``: the fastest engine
+    installed for the device, bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA; ``eager`` +
+    ``fp32`` reproduces ``streamfuse fuse`` exactly). batch_size: pairs per network call
+    (1 = lowest latency); batch_timeout_ms: the longest a batch waits to fill. threads: CPU
+    threads for torch (default: torch's choice)."""
 
     weights: str | None = None
     fusion: str = "saliency+cam"
+    engine: str = "auto"
+    precision: str = "auto"
     device: str = "cpu"
     batch_size: int = 1
     batch_timeout_ms: float = 10.0
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.engine not in ("auto", *ENGINES):
+            raise ValueError(f"'engine' must be one of auto, {', '.join(ENGINES)}; got {self.engine!r}")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise ValueError(f"'precision' must be one of auto, {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.batch_size < 1:
             raise ValueError(f"'batch_size' must be at least 1, got {self.batch_size}")
         if self.batch_timeout_ms < 0:

@@ -46,12 +46,12 @@ class Engine(Protocol):
 
 
 def build_engine(config: InferenceConfig) -> Engine:
-    """The fusion engine ``config`` names (today: the PyTorch :class:`~streamfuse.fuser.Fuser`)."""
-    from streamfuse.fuser import Fuser
+    """The fusion engine ``config`` names (:func:`streamfuse.engines.create_fuser`)."""
+    from streamfuse.engines import create_fuser
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    return Fuser.from_weights(config.weights, config.fusion, config.device)
+    return create_fuser(config.weights, config.fusion, config.engine, config.precision, config.device)
 
 
 def load_registration(path: str | None) -> tuple[Callable[[np.ndarray], np.ndarray] | None, float | None]:
