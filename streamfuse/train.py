@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from streamfuse.checkpoint import save_checkpoint
 from streamfuse.config import to_dict
+from streamfuse.engines import cpu_supports_bf16
 from streamfuse.errors import StreamFuseError
 from streamfuse.images import centre_crop, pair_files, read_image
 from streamfuse.losses import LossConfig, didfuse_loss
@@ -70,14 +71,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cpu_has_bf16() -> bool:
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``; None means plain fp32."""
     if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else ("bf16" if cpu_has_bf16() else "fp32")
+        precision = "fp16" if device.type == "cuda" else ("bf16" if cpu_supports_bf16() else "fp32")
     if precision == "fp32":
         return None
     if precision == "fp16" and device.type == "cpu":
