@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from streamfuse.checkpoint import save_checkpoint
 from streamfuse.config import to_dict
-from streamfuse.engines import cpu_supports_bf16
+from streamfuse.engines import cpu_supports_bf16, resolve_device
 from streamfuse.errors import StreamFuseError
 from streamfuse.images import centre_crop, pair_files, read_image
 from streamfuse.losses import LossConfig, didfuse_loss
@@ -62,13 +62,11 @@ class TrainConfig:
     out_dir: str = "runs/train"
 
 
-def resolve_device(name: str) -> torch.device:
+def training_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when PyTorch sees a GPU, else the CPU; other names are checked."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise StreamFuseError(f"device {name!r} asked for, but this PyTorch sees no CUDA GPU (use device: cpu)")
-    return device
+    return resolve_device(name)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -149,7 +147,7 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
     """Run (or resume) training; returns the path of the final checkpoint in our format."""
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    device = training_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
     if config.threads:
         torch.set_num_threads(config.threads)

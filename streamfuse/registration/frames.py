@@ -7,12 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from streamfuse.errors import StreamFuseError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm"}
+from streamfuse.images import IMAGE_SUFFIXES, read_image
 
 
 def read_video_gray(path: str | Path, max_frames: int | None = None
@@ -38,14 +36,6 @@ def read_video_gray(path: str | Path, max_frames: int | None = None
         container.close()
 
 
-def read_gray_image(path: str | Path) -> np.ndarray:
-    """(H, W) uint8 gray image, or a one-line error naming the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise StreamFuseError(f"{path}: cannot read image (missing or not an image file)")
-    return image
-
-
 def is_video(path: str | Path) -> bool:
     path = Path(path)
     return path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES
@@ -63,9 +53,9 @@ def read_frames(path: str | Path, max_frames: int | None = None
         if not files:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise StreamFuseError(f"{path}: folder holds no images ({suffixes})")
-        return [(p.stem, read_gray_image(p)) for p in files[:max_frames]]
+        return [(p.stem, read_image(p, gray=True)) for p in files[:max_frames]]
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return [(path.stem, read_gray_image(path))]
+        return [(path.stem, read_image(path, gray=True))]
     return list(read_video_gray(path, max_frames))
 
 
