@@ -17,6 +17,7 @@ NumPy/OpenCV on this path, so it runs batched on any device and under ``torch.co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -34,9 +35,12 @@ __all__ = [
     "fuse_maps",
     "l1_activity",
     "l1_weights",
+    "l1_weights_from_activity",
     "quantize_activity",
     "saliency_map",
     "saliency_weights",
+    "saliency_weights_from_activity",
+    "spatial_ir_weights",
 ]
 
 MAP_NAMES = ("f1", "f2", "base", "detail")
@@ -149,6 +153,24 @@ def l1_activity(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, 1, dim=1, keepdim=True, dtype=_weight_dtype(x))
 
 
+def l1_weights_from_activity(
+    activity_ir: torch.Tensor, activity_vis: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """IR weight of l1 attention (eq. 7) from activity maps, one plane per fused map.
+
+    Args:
+        activity_ir, activity_vis: (B, K, H, W) ``l1_activity`` of K maps per camera, stacked
+            as channels (each plane is handled on its own).
+        eps: division guard.
+
+    Returns:
+        (B, K, H, W) ``w_ir`` in [0, 1]; ``w_vis = 1 - w_ir``.
+    """
+    smoothed = box_filter(torch.cat([activity_ir, activity_vis]), L1_SMOOTHING_RADIUS)
+    smoothed_ir, smoothed_vis = smoothed.split(activity_ir.shape[0])
+    return _share(smoothed_ir, smoothed_vis, eps)
+
+
 def l1_weights(
     ir: torch.Tensor, vis: torch.Tensor, eps: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,32 +186,31 @@ def l1_weights(
     Returns:
         ``(w_ir, w_vis)``, each (B, 1, H, W), in [0, 1], summing to 1.
     """
-    activity_ir = box_filter(l1_activity(ir), L1_SMOOTHING_RADIUS)
-    activity_vis = box_filter(l1_activity(vis), L1_SMOOTHING_RADIUS)
-    weight_ir = _share(activity_ir, activity_vis, eps)
+    weight_ir = l1_weights_from_activity(l1_activity(ir), l1_activity(vis), eps)
     return weight_ir, 1 - weight_ir
 
 
 def quantize_activity(activity: torch.Tensor) -> torch.Tensor:
-    """Integer levels 0..255 of an activity map, min-max scaled per sample.
+    """Integer levels 0..255 of activity maps, min-max scaled per plane.
 
     ``round((a - min) / span * 255)`` with ``span = max(max - min, 1e-3 * max, tiny)``, computed
-    in ``activity``'s dtype (rounding half to even). The floor keeps float rounding from being
-    stretched to full scale: the channel sum of an exactly constant map differs by an ulp
-    between pixels (vectorised and scalar summation paths), and a bare min-max would turn that
-    into levels 0 and 255. Variations under 0.1 % of the peak activity are therefore not
-    stretched (they get proportionally fewer levels), and a constant or all-zero map gives all
-    zeros, without a branch.
+    in ``activity``'s dtype (rounding half to even), min and max taken over each (H, W) plane.
+    The floor keeps float rounding from being stretched to full scale: the channel sum of an
+    exactly constant map differs by an ulp between pixels (vectorised and scalar summation
+    paths), and a bare min-max would turn that into levels 0 and 255. Variations under 0.1 % of
+    the peak activity are therefore not stretched (they get proportionally fewer levels), and a
+    constant or all-zero map gives all zeros, without a branch.
 
     Args:
-        activity: (B, 1, H, W) non-negative map, e.g. ``l1_activity(x)``.
+        activity: (B, K, H, W) non-negative maps, e.g. ``l1_activity(x)`` (K = 1) or the
+            activities of K feature maps stacked as channels.
 
     Returns:
-        (B, 1, H, W) int64 levels in [0, 255].
+        (B, K, H, W) int64 levels in [0, 255].
     """
-    flat = activity.flatten(1)
-    low = flat.amin(dim=1).view(-1, 1, 1, 1)
-    high = flat.amax(dim=1).view(-1, 1, 1, 1)
+    flat = activity.flatten(2)
+    low = flat.amin(dim=2)[..., None, None]
+    high = flat.amax(dim=2)[..., None, None]
     noise_floor = (ACTIVITY_NOISE_FLOOR * high).clamp_min(torch.finfo(activity.dtype).tiny)
     span = torch.maximum(high - low, noise_floor)
     scaled = (activity - low) / span * (SALIENCY_LEVELS - 1)
@@ -197,23 +218,23 @@ def quantize_activity(activity: torch.Tensor) -> torch.Tensor:
 
 
 def saliency_map(levels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Histogram-contrast saliency (eq. 9): ``S(p) = sum_k H(k) |m(p) - k|``.
+    """Histogram-contrast saliency (eq. 9): ``S(p) = sum_k H(k) |m(p) - k|``, per plane.
 
-    ``H`` is each sample's 256-bin histogram as probabilities (a batched ``scatter_add``; float32
-    counts are exact up to 2**24 pixels per sample, 25x a 640x512 frame). The
+    ``H`` is each plane's 256-bin histogram as probabilities (a batched ``scatter_add``; float32
+    counts are exact up to 2**24 pixels per plane, 25x a 640x512 frame). The
     sum over k depends on ``m(p)`` only, so it is a 256-entry lookup table ``LUT = H @ D`` with
     ``D[k, q] = |q - k|``, read back with ``gather``. The product is written as a broadcast
-    multiply-sum (65k terms per sample) rather than ``matmul``, which autocast would run in
+    multiply-sum (65k terms per plane) rather than ``matmul``, which autocast would run in
     half precision.
 
     Args:
-        levels: (B, 1, H, W) int64 levels in [0, 255], from ``quantize_activity``.
+        levels: (B, K, H, W) int64 levels in [0, 255], from ``quantize_activity``.
         dtype: floating dtype of the result.
 
     Returns:
-        (B, 1, H, W) saliency in [0, 255]; a constant map has saliency 0.
+        (B, K, H, W) saliency in [0, 255]; a constant plane has saliency 0.
     """
-    flat_levels = levels.flatten(1)
+    flat_levels = levels.flatten(2).flatten(0, 1)
     counts = torch.zeros(
         flat_levels.shape[0], SALIENCY_LEVELS, dtype=dtype, device=levels.device
     ).scatter_add_(1, flat_levels, torch.ones_like(flat_levels, dtype=dtype))
@@ -222,6 +243,39 @@ def saliency_map(levels: torch.Tensor, dtype: torch.dtype = torch.float32) -> to
     distance = (grey.unsqueeze(1) - grey.unsqueeze(0)).abs()
     lookup = (histogram.unsqueeze(2) * distance).sum(dim=1)
     return lookup.gather(1, flat_levels).view(levels.shape)
+
+
+def saliency_weights_from_activity(
+    activity_ir: torch.Tensor,
+    activity_vis: torch.Tensor,
+    radius: int,
+    eps: float,
+    div_eps: float = 1e-6,
+) -> torch.Tensor:
+    """IR weight of saliency attention (eq. 9-11) from activity maps, one plane per fused map.
+
+    The fusion layer stacks the activities of all its maps as channels, so the histograms, the
+    guided filter and the divisions run once for all of them, on planes as wide as the vector
+    registers and channel blocks of the CPU kernels (a 1-channel plane would be padded to 16).
+
+    Args:
+        activity_ir, activity_vis: (B, K, H, W) ``l1_activity`` of K maps per camera.
+        radius, eps: guided-filter radius and regularisation (guide in [0, 1]).
+        div_eps: division guard.
+
+    Returns:
+        (B, K, H, W) ``w_ir`` in [0, 1]; ``w_vis = 1 - w_ir``. See :func:`saliency_weights`.
+    """
+    batch = activity_ir.shape[0]
+    # Both cameras go through every step as one batch of 2B samples.
+    activity = torch.cat([activity_ir, activity_vis])
+    levels = quantize_activity(activity)
+    saliency_ir, saliency_vis = saliency_map(levels, activity.dtype).split(batch)
+    raw_ir = _share(saliency_ir, saliency_vis, div_eps)
+    raw = torch.cat([raw_ir, 1 - raw_ir])
+    guide = levels.to(activity.dtype) / (SALIENCY_LEVELS - 1)
+    refined_ir, refined_vis = guided_filter(guide, raw, radius, eps).clamp_min(0).split(batch)
+    return _share(refined_ir, refined_vis, div_eps)
 
 
 def saliency_weights(
@@ -255,16 +309,9 @@ def saliency_weights(
     Returns:
         ``(w_ir, w_vis)``, each (B, 1, H, W), in [0, 1], summing to 1.
     """
-    batch = ir.shape[0]
-    # Both cameras go through every step as one batch of 2B samples.
-    activity = torch.cat([l1_activity(ir), l1_activity(vis)])
-    levels = quantize_activity(activity)
-    saliency_ir, saliency_vis = saliency_map(levels, activity.dtype).split(batch)
-    raw_ir = _share(saliency_ir, saliency_vis, div_eps)
-    raw = torch.cat([raw_ir, 1 - raw_ir])
-    guide = levels.to(activity.dtype) / (SALIENCY_LEVELS - 1)
-    refined_ir, refined_vis = guided_filter(guide, raw, radius, eps).clamp_min(0).split(batch)
-    weight_ir = _share(refined_ir, refined_vis, div_eps)
+    weight_ir = saliency_weights_from_activity(
+        l1_activity(ir), l1_activity(vis), radius, eps, div_eps
+    )
     return weight_ir, 1 - weight_ir
 
 
@@ -298,17 +345,33 @@ def cam_weights(
     return weight_ir, 1 - weight_ir
 
 
-def _spatial_ir_weight(
-    name: str, ir: torch.Tensor, vis: torch.Tensor, config: FusionConfig
+def spatial_ir_weights(
+    name: str,
+    ir_maps: Sequence[torch.Tensor],
+    vis_maps: Sequence[torch.Tensor],
+    config: FusionConfig,
 ) -> torch.Tensor | float:
-    """IR weight of a spatial rule: a float for the fixed rules, else (B, 1, H, W)."""
+    """IR weight of a spatial rule for K map pairs at once.
+
+    Args:
+        name: ``average``, ``weighted``, ``l1`` or ``saliency``.
+        ir_maps, vis_maps: K (B, C_k, H, W) feature maps per camera, pairwise of equal shape.
+        config: the rule's settings.
+
+    Returns:
+        A float for the fixed rules, else (B, K, H, W) with plane k weighting pair k.
+    """
     if name == "average":
         return 0.5
     if name == "weighted":
         return config.gamma
+    activity_ir = torch.cat([l1_activity(x) for x in ir_maps], dim=1)
+    activity_vis = torch.cat([l1_activity(x) for x in vis_maps], dim=1)
     if name == "l1":
-        return l1_weights(ir, vis, config.eps)[0]
-    return saliency_weights(ir, vis, config.guided_radius, config.guided_eps, config.eps)[0]
+        return l1_weights_from_activity(activity_ir, activity_vis, config.eps)
+    return saliency_weights_from_activity(
+        activity_ir, activity_vis, config.guided_radius, config.guided_eps, config.eps
+    )
 
 
 def _convex_mix(vis: torch.Tensor, ir: torch.Tensor, weight: torch.Tensor | float) -> torch.Tensor:
@@ -324,7 +387,10 @@ def _convex_mix(vis: torch.Tensor, ir: torch.Tensor, weight: torch.Tensor | floa
 
 
 def fuse_maps(
-    ir: torch.Tensor, vis: torch.Tensor, config: FusionConfig | None = None
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    config: FusionConfig | None = None,
+    spatial_weight: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Fuse one IR/visible map pair with ``config.rule``.
 
@@ -335,6 +401,9 @@ def fuse_maps(
     Args:
         ir, vis: (B, C, H, W) maps of the same shape, dtype and device.
         config: the rule and its settings; default ``FusionConfig()`` (``saliency+cam``).
+        spatial_weight: the spatial rule's IR weight, (B, 1, H, W) or a float, when the caller
+            has computed it already (:class:`FusionLayer` does so for all maps at once);
+            None computes it here. Ignored by ``sum`` and ``cam``.
 
     Returns:
         (B, C, H, W) fused map in the inputs' dtype.
@@ -351,12 +420,14 @@ def fuse_maps(
     spatial_name, _, cam = config.rule.partition("+")
     if spatial_name == "cam":
         ir_weight = cam_weights(ir, vis, config.eps)[0]
-    elif cam:
-        spatial = _spatial_ir_weight(spatial_name, ir, vis, config)
-        # Halve the small weight tensors first: only the final broadcast add is full size.
-        ir_weight = 0.5 * spatial + 0.5 * cam_weights(ir, vis, config.eps)[0]
     else:
-        ir_weight = _spatial_ir_weight(spatial_name, ir, vis, config)
+        if spatial_weight is None:
+            spatial_weight = spatial_ir_weights(spatial_name, [ir], [vis], config)
+        if cam:
+            # Halve the small weight tensors first: only the final broadcast add is full size.
+            ir_weight = 0.5 * spatial_weight + 0.5 * cam_weights(ir, vis, config.eps)[0]
+        else:
+            ir_weight = spatial_weight
     if isinstance(ir_weight, torch.Tensor):
         ir_weight = ir_weight.to(ir.dtype)
     return _convex_mix(vis, ir, ir_weight)
@@ -385,12 +456,27 @@ class FusionLayer(nn.Module):
                 f"FusionLayer: expected {len(MAP_NAMES)} maps {MAP_NAMES} per camera, got "
                 f"{len(ir_features)} (IR) and {len(vis_features)} (visible)"
             )
-        f1, f2, base, detail = (
-            fuse_maps(
-                ir, vis, self.config if name in self.config.apply_to else self._sum_config
+        config = self.config
+        ruled = [i for i, name in enumerate(MAP_NAMES) if name in config.apply_to]
+        spatial_name = config.rule.partition("+")[0]
+        spatial: torch.Tensor | float | None = None
+        if ruled and config.rule != "sum" and spatial_name != "cam":
+            # One weight computation for all ruled maps, stacked as channels.
+            spatial = spatial_ir_weights(
+                spatial_name,
+                [ir_features[i] for i in ruled],
+                [vis_features[i] for i in ruled],
+                config,
             )
-            for name, ir, vis in zip(MAP_NAMES, ir_features, vis_features)
-        )
+        fused = []
+        for i, (ir, vis) in enumerate(zip(ir_features, vis_features)):
+            if i not in ruled:
+                fused.append(fuse_maps(ir, vis, self._sum_config))
+                continue
+            plane = ruled.index(i)
+            weight = spatial[:, plane : plane + 1] if isinstance(spatial, torch.Tensor) else spatial
+            fused.append(fuse_maps(ir, vis, config, weight))
+        f1, f2, base, detail = fused
         return f1, f2, base, detail
 
     def extra_repr(self) -> str:

@@ -290,6 +290,21 @@ def test_fusion_layer_defaults_to_saliency_cam_on_all_maps():
         torch.testing.assert_close(out, fuse_maps(ir, vis, FusionConfig()), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("rule", RULES)
+def test_fusion_layer_weights_all_maps_at_once_like_one_map_at_a_time(rule):
+    """The layer computes spatial weights for its maps stacked as channels; every plane must come
+    out as if its map pair were fused alone (also per sample of a batch of 2, and for a subset)."""
+    pairs = [random_maps(activation, 40 + i, batch=2)
+             for i, activation in enumerate(["prelu", "prelu", "tanh", "tanh"])]
+    ir_features, vis_features = tuple(ir for ir, _ in pairs), tuple(vis for _, vis in pairs)
+    for apply_to in (MAP_NAMES, ("f2", "detail")):
+        config = dataclasses.replace(CONFIG, rule=rule, apply_to=apply_to)
+        fused = FusionLayer(config)(ir_features, vis_features)
+        for name, ir, vis, out in zip(MAP_NAMES, ir_features, vis_features, fused):
+            alone = fuse_maps(ir, vis, config if name in apply_to else dataclasses.replace(config, rule="sum"))
+            torch.testing.assert_close(out, alone, rtol=0, atol=1e-6)
+
+
 def test_fusion_layer_rejects_wrong_number_of_maps():
     ir_features, vis_features = _layer_inputs(seed=5)
     with pytest.raises(StreamFuseError, match="expected 4 maps"):

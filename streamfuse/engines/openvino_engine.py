@@ -21,7 +21,7 @@ from torch import Tensor
 
 from streamfuse.engines.cache import ShapeCache, cache_root, network_digest
 from streamfuse.errors import StreamFuseError
-from streamfuse.engines.optimize import fold_zero_padding
+from streamfuse.engines.optimize import rewrite_for_graph_compiler
 from streamfuse.fuser import Fuser
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import DIDFuse
@@ -61,7 +61,7 @@ class OpenVINOFuser(Fuser):
         if torch.device(device).type != "cpu":
             raise StreamFuseError(f"engine openvino runs on the CPU, not {device}; use --device cpu")
         super().__init__(model, fusion, "cpu", fold_bn=True)
-        fold_zero_padding(self.net)
+        rewrite_for_graph_compiler(self.net)
         self.precision = precision
         self._cache = cache_root(cache_dir, "openvino")
         self._core = ov.Core()

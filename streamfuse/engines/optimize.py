@@ -1,10 +1,23 @@
-"""Exact inference rewrites of a FusionNet shared by every engine (on top of BatchNorm folding)."""
+"""Inference rewrites of a FusionNet shared by the engines (on top of BatchNorm folding).
+
+Each rewrite computes the same function (up to float summation order); they exist because graph
+compilers map the rewritten form onto faster kernels:
+
+- :func:`fold_zero_padding`: the conv reads its zero border itself instead of a padded copy.
+- :func:`prelu_as_leaky_relu`: a one-slope PReLU is LeakyReLU with that slope as a constant,
+  which OpenVINO and TensorRT fuse into the preceding convolution; ``torch.export`` turns a PReLU
+  module into a separate full-size select.
+- :class:`ConcatFreeDecoder`: ``conv(cat(a, b))`` as ``conv_a(a) + conv_b(b)``, so the decoder's
+  skip connections are never copied into a 128-channel buffer (OpenVINO's concat is a plain copy;
+  the sum is fused into the second convolution).
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from streamfuse.model import ConvLayer
+from streamfuse.model import ConvLayer, Decoder, Features
 
 
 def fold_zero_padding(net: nn.Module) -> nn.Module:
@@ -20,4 +33,87 @@ def fold_zero_padding(net: nn.Module) -> nn.Module:
                 continue
             layer.conv.padding = (1, 1)
             layer[0] = nn.Identity()
+    return net
+
+
+class LeakyReLU(nn.Module):
+    """``max(x, 0) + slope * min(x, 0)`` with a fixed Python-float slope (exported as a constant)."""
+
+    def __init__(self, slope: float):
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.slope)
+
+    def extra_repr(self) -> str:
+        return f"slope={self.slope}"
+
+
+def prelu_as_leaky_relu(net: nn.Module) -> nn.Module:
+    """Replaces every single-parameter PReLU of ``net``'s conv layers by :class:`LeakyReLU`, in place.
+
+    PReLU with one learned slope ``a`` is ``x if x >= 0 else a * x``, i.e. LeakyReLU(a): exact in
+    float32. Frozen inference only (the slope stops being a parameter). Returns ``net``.
+    """
+    for layer in net.modules():
+        if isinstance(layer, ConvLayer) and isinstance(layer[3], nn.PReLU) and layer[3].num_parameters == 1:
+            layer[3] = LeakyReLU(float(layer[3].weight.detach().float().item()))
+    return net
+
+
+class SplitInputLayer(nn.Module):
+    """A :class:`ConvLayer` over ``cat(a, b)`` computed as ``act(norm(conv_a(pad a) + conv_b(pad b)))``.
+
+    The input channels of the 3x3 convolution split into the part that reads ``a`` (with the bias)
+    and the part that reads ``b``; padding acts per channel, so padding each part is the same as
+    padding their concatenation.
+    """
+
+    def __init__(self, layer: ConvLayer, first_channels: int):
+        super().__init__()
+        pad, conv, norm, activation = layer
+        self.pad, self.norm, self.activation = pad, norm, activation
+        self.conv_first = self._part(conv, slice(0, first_channels), bias=True)
+        self.conv_second = self._part(conv, slice(first_channels, conv.in_channels), bias=False)
+
+    @staticmethod
+    def _part(conv: nn.Conv2d, channels: slice, bias: bool) -> nn.Conv2d:
+        weight = conv.weight.detach()[:, channels]
+        part = nn.Conv2d(weight.shape[1], conv.out_channels, conv.kernel_size, conv.stride,
+                         conv.padding, bias=bias and conv.bias is not None)
+        part = part.to(device=weight.device, dtype=weight.dtype)
+        part.weight.data.copy_(weight)
+        if part.bias is not None:
+            part.bias.data.copy_(conv.bias.detach())
+        return part
+
+    def forward(self, first: Tensor, second: Tensor) -> Tensor:
+        """``first`` (B, C1, H, W), ``second`` (B, C - C1, H, W) -> (B, out, H, W)."""
+        summed = self.conv_first(self.pad(first)) + self.conv_second(self.pad(second))
+        return self.activation(self.norm(summed))
+
+
+class ConcatFreeDecoder(nn.Module):
+    """:class:`streamfuse.model.Decoder` without its three channel concatenations (same function)."""
+
+    def __init__(self, decoder: Decoder):
+        super().__init__()
+        features = decoder.conv5.conv.in_channels // 2
+        self.conv5 = SplitInputLayer(decoder.conv5, features)
+        self.conv6 = SplitInputLayer(decoder.conv6, features)
+        self.conv7 = SplitInputLayer(decoder.conv7, features)
+
+    def forward(self, features: Features) -> Tensor:
+        f1, f2, base, detail = features
+        x = self.conv5(base, detail)
+        x = self.conv6(x, f2)
+        return self.conv7(x, f1)
+
+
+def rewrite_for_graph_compiler(net: nn.Module) -> nn.Module:
+    """All rewrites above on a FusionNet (BatchNorm already folded), in place; returns ``net``."""
+    fold_zero_padding(net)
+    prelu_as_leaky_relu(net)
+    net.decoder = ConcatFreeDecoder(net.decoder)
     return net
