@@ -317,8 +317,13 @@ def saliency_weights(
 
 def _mean_magnitude(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, 1, 1) mean of |x| per channel, in the weight dtype."""
-    # One fused pass: abs().mean() would first write a full-size |x|.
-    l1_norm = torch.linalg.vector_norm(x, 1, dim=(2, 3), keepdim=True, dtype=_weight_dtype(x))
+    if x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_exporting():
+        # Eager PyTorch reduces a channels_last map over (H, W) about 4x faster this way than
+        # with vector_norm, even though |x| is written out first.
+        l1_norm = x.abs().sum(dim=(2, 3), keepdim=True, dtype=_weight_dtype(x))
+    else:
+        # One fused pass (ReduceL1 in exported graphs): abs().sum() would first write |x|.
+        l1_norm = torch.linalg.vector_norm(x, 1, dim=(2, 3), keepdim=True, dtype=_weight_dtype(x))
     return l1_norm / (x.shape[2] * x.shape[3])
 
 

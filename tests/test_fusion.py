@@ -111,9 +111,12 @@ def test_l1_weights_match_eq7(map_pair):
     np.testing.assert_allclose(w_vis.numpy(), ref_vis, rtol=0, atol=ATOL)
 
 
-def test_cam_weights_match_eq15(map_pair):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_cam_weights_match_eq15(map_pair, memory_format):
     ir, vis = map_pair
-    w_ir, w_vis = cam_weights(ir, vis, CONFIG.eps)
+    w_ir, w_vis = cam_weights(
+        ir.contiguous(memory_format=memory_format), vis.contiguous(memory_format=memory_format), CONFIG.eps
+    )
     assert w_ir.shape == (ir.shape[0], ir.shape[1], 1, 1)
     ref_ir, ref_vis = ref.cam_weights(ir.numpy(), vis.numpy(), CONFIG.eps)
     np.testing.assert_allclose(w_ir.numpy(), ref_ir, rtol=0, atol=ATOL)
