@@ -79,3 +79,45 @@ def test_demo_clip_is_small_and_pairs_30_with_25_fps():
     assert size < 2 * 1024 * 1024
     assert ir[0].shape == vis[0].shape
     assert np.median(np.diff(ir_times)) == pytest.approx(1 / 30) and np.median(np.diff(vis_times)) == pytest.approx(1 / 25)
+
+
+def test_pub_sink_end_message_reaches_a_subscriber_whose_queue_is_full():
+    """Frames past the high-water mark are dropped, the end message is not: a subscriber that
+    is still draining a full queue when the run ends must learn that the stream is over (a
+    socket closed while that queue is full would lose it)."""
+    import threading
+    import time
+
+    from streamfuse.pipeline import wire
+    from streamfuse.pipeline.config import ZmqSinkConfig
+    from streamfuse.pipeline.frames import Frame, FramePair, FusedFrame
+    from streamfuse.pipeline.sinks import ZmqPubSink
+    from test_wire import free_tcp_url
+
+    url = free_tcp_url()
+    subscriber = wire.connect_subscriber(url, hwm=1)
+    sink = ZmqPubSink(ZmqSinkConfig(url=url, hwm=1, wait_subscribers=1, wait_timeout_s=10))
+    closer = None
+    headers = []
+    try:
+        image = np.random.default_rng(0).integers(0, 256, (1024, 1280), np.uint8)
+        for seq in range(40):   # 52 MB, far more than the socket buffers hold: most are dropped
+            frame = Frame(image, seq / 25, time.monotonic(), seq)
+            sink.write(FusedFrame(FramePair(frame, frame, seq), image))
+        closer = threading.Thread(target=sink.close)
+        closer.start()
+        while not headers or not headers[-1].get("end"):
+            time.sleep(0.02)    # a slow subscriber
+            parts = wire.receive(subscriber, timeout=5)
+            if parts is None:
+                break
+            headers.append(wire.decode_message(parts)[0])
+    finally:
+        subscriber.close(linger=0)    # a StreamFuse subscriber leaves at the end message
+        if closer is None:
+            sink.close()
+        else:
+            closer.join()
+    assert headers and headers[-1].get("end"), f"no end message after {len(headers)} frames"
+    assert headers[-1]["seq"] == 40
+    assert 1 <= len(headers) - 1 < 40   # frames were dropped, so the queue really was full

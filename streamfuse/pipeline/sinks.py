@@ -84,22 +84,32 @@ class RateMeter:
         return self.fps
 
 
+# How long a closing PUB sink waits for subscribers to take the end of the stream.
+END_LINGER_MS = 2000
+# How often the end message is repeated meanwhile.
+END_REPEAT_S = 0.05
+
+
 class ZmqPubSink:
     """Publishes each fused frame (see :mod:`.wire`) on an XPUB socket bound to ``url``.
 
     ZeroMQ keeps at most ``hwm`` frames per subscriber and drops the rest, so a slow or absent
     subscriber never makes the pipeline wait or buffer without bound. The XPUB side also hears
-    subscriptions, which lets a run wait for its first ``wait_subscribers`` listeners.
+    subscriptions and unsubscriptions, so it knows how many subscribers are connected: a run can
+    wait for its first ``wait_subscribers`` listeners, and closing waits (at most
+    ``END_LINGER_MS``) until every subscriber has taken the end message and left.
     """
 
     def __init__(self, config: ZmqSinkConfig, fps: float | None = None):
         self.config = config
         self.fps = fps
         self.sent = 0
+        self.subscribers = 0
         self._socket = zmq.Context.instance().socket(zmq.XPUB)
         self._socket.setsockopt(zmq.SNDHWM, config.hwm)
-        # Pass on every subscription, also a second one to the same topic: one per subscriber.
-        self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        # Pass on every subscription and unsubscription (one per subscriber, also for the same
+        # topic), so that counting them counts subscribers.
+        self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)
         try:
             self._socket.bind(config.url)
         except zmq.ZMQError as error:
@@ -112,22 +122,25 @@ class ZmqPubSink:
 
     def _wait_for_subscribers(self, count: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        joined = 0
-        while joined < count:
+        while self.subscribers < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._socket.poll(int(remaining * 1000)):
                 log.warning("zmq sink: %d of %d subscribers joined within %.0f s; starting anyway",
-                            joined, count, timeout_s)
+                            self.subscribers, count, timeout_s)
                 return
-            if self._socket.recv()[:1] == b"\x01":
-                joined += 1
+            self._count_subscriptions()
 
-    def _discard_subscriptions(self) -> None:
+    def _count_subscriptions(self) -> None:
+        """Reads the (un)subscription messages waiting on the socket into ``subscribers``."""
         while self._socket.poll(0):
-            self._socket.recv()
+            kind = self._socket.recv()[:1]
+            if kind == b"\x01":
+                self.subscribers += 1
+            elif kind == b"\x00":
+                self.subscribers = max(0, self.subscribers - 1)
 
     def write(self, fused: FusedFrame) -> None:
-        self._discard_subscriptions()
+        self._count_subscriptions()
         pair = fused.pair
         parts = wire.encode_frame(fused.fused, seq=pair.seq, time=pair.vis.timestamp,
                                   ir_time=pair.ir.timestamp, vis_time=pair.vis.timestamp, fps=self.fps,
@@ -137,10 +150,40 @@ class ZmqPubSink:
 
     def close(self) -> None:
         try:
-            self._socket.send_multipart(wire.end_message(self.sent), flags=zmq.NOBLOCK)
+            self._send_end_message()
         finally:
-            # A short linger lets connected subscribers get the tail and the end message.
-            self._socket.close(linger=1000)
+            self._socket.close(linger=0)
+
+    def _send_end_message(self) -> None:
+        """Frames may be dropped, the end message must not: a subscriber would wait for it.
+
+        ZeroMQ drops on both sides of a full queue: here at ``hwm``, and in a subscriber that
+        is not reading fast enough at its own receive high-water mark. So the end message is
+        repeated every ``END_REPEAT_S`` until every subscriber has left (a StreamFuse subscriber
+        disconnects at the first end message it reads) or ``END_LINGER_MS`` passed; the socket
+        stays open meanwhile, since closing it would discard what is still queued.
+        ``XPUB_NODROP`` makes a send to a full queue fail with EAGAIN instead of dropping.
+        """
+        message = wire.end_message(self.sent)
+        self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+        deadline = time.monotonic() + END_LINGER_MS / 1000
+        next_send = time.monotonic()
+        while True:
+            self._count_subscriptions()
+            now = time.monotonic()
+            if now >= next_send:
+                try:
+                    self._socket.send_multipart(message, flags=zmq.NOBLOCK)
+                    next_send = now + END_REPEAT_S
+                except zmq.Again:
+                    pass
+                if self.subscribers == 0:
+                    return
+            if now >= deadline:
+                break
+            time.sleep(0.005)
+        log.warning("zmq sink: %d subscriber(s) still connected %d ms after the end of the stream; "
+                    "they may miss its end message", self.subscribers, END_LINGER_MS)
 
 
 class DisplaySink:

@@ -13,6 +13,8 @@ stream's nominal frame rate (null when unknown). ``shape`` is
 ``[H, W]`` (gray) or ``[H, W, 3]`` (BGR channel order); ``encoding`` is ``raw`` (C-order bytes of
 ``shape``/``dtype``) or ``jpeg``. A one-part message with header ``{"format":
 "streamfuse-frame", "version": 1, "end": true, "seq": N}`` says the stream is over (N frames sent).
+The publisher repeats it until its subscribers disconnect (a subscriber's own queue may drop
+it), so a subscriber stops at the first one and closes its socket.
 """
 
 from __future__ import annotations
