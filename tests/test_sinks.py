@@ -120,4 +120,5 @@ def test_pub_sink_end_message_reaches_a_subscriber_whose_queue_is_full():
             closer.join()
     assert headers and headers[-1].get("end"), f"no end message after {len(headers)} frames"
     assert headers[-1]["seq"] == 40
-    assert 1 <= len(headers) - 1 < 40   # frames were dropped, so the queue really was full
+    frames_received = len(headers) - 1
+    assert frames_received < 40, "no frame was dropped: the queue was never full, nothing was tested"
