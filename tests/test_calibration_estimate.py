@@ -339,6 +339,20 @@ def test_auto_started_at_its_own_fit_stays_there():
     assert corner_error(again.homography, best_fit, size) <= 1.0
 
 
+def test_auto_refuses_a_repetitive_scene():
+    # A regular grid of dots (a fence, a tiled wall) matches at every multiple of its period:
+    # the coarse candidates end at different places with equal scores.
+    ys, xs = np.mgrid[0:160, 0:200]
+    dots = 60 + 150 * np.exp(-(((xs % 22) - 11) ** 2 + ((ys % 22) - 11) ** 2) / 18.0)
+    vis = dots.astype(np.uint8)
+    warp = random_homography(np.random.default_rng(12), (200, 160), max_shift_px=15)
+    ir, valid = _warped(255 - vis, warp)
+    result = auto.register_frames([ir], [vis], ir_valid=[valid])
+    assert result.ambiguous_frames == 1
+    with pytest.raises(StreamFuseError, match="several places"):
+        auto.check_reliable(result)
+
+
 def test_auto_refuses_blank_frames_without_writing(tmp_path, capsys):
     blank = np.full((96, 128), 40, np.uint8)
     cv2.imwrite(str(tmp_path / "ir.png"), blank)

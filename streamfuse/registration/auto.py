@@ -33,7 +33,9 @@ import numpy as np
 
 from streamfuse.calibration import image_corners
 from streamfuse.errors import StreamFuseError
-from streamfuse.registration.geometry import normalised, pixel_scaling, transform_points
+from streamfuse.registration.geometry import (
+    corner_error, normalised, pixel_scaling, transform_points,
+)
 
 
 @dataclass
@@ -52,7 +54,9 @@ class AutoSettings:
     search_rotation_steps: int = 9
     search_shift: float = 0.12  # and shifts up to this fraction of the frame width
     max_samples: int = 40_000  # ECC uses a regular grid of about this many pixels per level
-    search_candidates: int = 3  # the best distinct search hits refined by the coarse ECC
+    search_candidates: int = 4  # the best distinct search hits refined by the coarse ECC
+    ambiguity_px: float = 3.0  # coarse candidates ending further apart than this (mean corner
+    ambiguity_ratio: float = 0.9  # distance) with correlations within this ratio: ambiguous
     iterations: int = 40  # ECC iterations per level
     epsilon: float = 0.05  # ECC stops when no corner moves more than this (level pixels);
     # the correlation is flat along the perspective terms, a tighter stop only costs time
@@ -78,7 +82,8 @@ class AutoResult:
     """An automatic estimate: (3, 3) homography IR->visible, confidence (full-resolution
     orientation correlation, -1..1), residual_px (median distance of the per-frame estimates
     from the combined one at the IR image corners; 0 for one frame), frames used, per-frame
-    homographies and the correlation of the starting homography."""
+    homographies and the correlation of the starting homography; ``ambiguous_frames``: frame
+    pairs left out because their scene matched at several places (see ``ambiguous``)."""
 
     homography: np.ndarray
     confidence: float
@@ -87,6 +92,7 @@ class AutoResult:
     per_frame: list[np.ndarray]
     start_confidence: float
     model: str
+    ambiguous_frames: int = 0
 
 
 def _content_mask(shape: tuple[int, int], valid: np.ndarray | None, margin: int) -> np.ndarray:
@@ -329,26 +335,47 @@ def _widths(first: int, last: int) -> list[int]:
     return widths
 
 
-def coarse_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
-                     ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
-    """Search, then similarity ECC at small widths: a start within a few pixels for the fine
-    stage. The ``search_candidates`` best search hits are refined; the one with the highest
-    correlation at the last coarse level wins (the search's own ranking, at a small width and
-    integer shifts, is not decisive between close scores)."""
+def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
+                      ir_valid: np.ndarray, settings: AutoSettings
+                      ) -> list[tuple[np.ndarray, float]]:
+    """Search, then similarity ECC at small widths from the start and from each of the
+    ``search_candidates`` best search hits: [(IR->visible homography, correlation at the last
+    coarse level)], best first. Where the scene pins the alignment, they all end at one place."""
     levels = [_level(ir_frame, vis_frame, ir_valid, width, settings.blur_sigma, pad=True)
               for width in _widths(settings.coarsest_width, settings.coarse_finest_width)]
     starts = [initial] + [_from_level(warp, levels[0]) for warp in
                           search_similarity(levels[0].template, levels[0].moving,
                                             levels[0].moving_mask,
                                             _to_level(initial, levels[0]), settings)]
-    best, best_correlation = initial, -np.inf
+    refined = []
     for homography in starts:
         correlation = -1.0
         for level in levels:
             homography, correlation = _level_ecc(level, homography, "similarity", settings)
-        if correlation > best_correlation:
-            best, best_correlation = homography, correlation
-    return best
+        refined.append((homography, correlation))
+    return sorted(refined, key=lambda candidate: -candidate[1])
+
+
+def coarse_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
+                     ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
+    """The best of ``coarse_candidates``: a start within a few pixels for the fine stage (the
+    search's own ranking, at a small width and integer shifts, is not decisive between close
+    scores; the refined correlation is)."""
+    return coarse_candidates(ir_frame, vis_frame, initial, ir_valid, settings)[0][0]
+
+
+def ambiguous(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, int],
+              settings: AutoSettings) -> bool:
+    """Whether another coarse candidate, ending more than ``ambiguity_px`` from the best one
+    (mean corner distance), correlates almost as well (``ambiguity_ratio`` of the best): the
+    scene matches at two places (repetitive structure, or too little shared structure to
+    tell), so neither can be trusted."""
+    best, best_correlation = candidates[0]
+    if best_correlation <= 0:
+        return True
+    return any(correlation >= settings.ambiguity_ratio * best_correlation and
+               corner_error(homography, best, ir_size) > settings.ambiguity_px
+               for homography, correlation in candidates[1:])
 
 
 def fine_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
@@ -541,20 +568,22 @@ class PairFit:
     """The best-scoring estimate for one frame pair and the evidence for moving to it: (3, 3)
     homography and its model, full-resolution scores of it and of the start, and the
     (tiles,) gains over the start's per-tile scores of its own shifted by ``keep_px`` (Fisher
-    z, see ``significantly_better``)."""
+    z, see ``significantly_better``); ``ambiguous``: see ``ambiguous``."""
 
     homography: np.ndarray
     model: str
     score: float
     start_score: float
     tile_gains: np.ndarray
+    ambiguous: bool = False
 
 
 def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
              ir_valid: np.ndarray, settings: AutoSettings) -> PairFit:
     """The best candidate (start, similarity, homography) aligning one (H_ir, W_ir) uint8 IR
     frame to one (H_vis, W_vis) uint8 visible frame from the (3, 3) ``initial`` homography."""
-    coarse = coarse_alignment(ir_frame, vis_frame, initial, ir_valid, settings)
+    coarse_options = coarse_candidates(ir_frame, vis_frame, initial, ir_valid, settings)
+    coarse = coarse_options[0][0]
     fine = fine_alignment(ir_frame, vis_frame, coarse, ir_valid, settings)
     candidates = [("start", initial), ("similarity", coarse), ("homography", fine)]
     fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)
@@ -590,7 +619,9 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
             [[1, 0], [-1, 0], [0, 1], [0, -1]])], axis=0)
     return PairFit(homography=candidates[best][1], model=candidates[best][0],
                    score=scores[best], start_score=scores[0],
-                   tile_gains=tolerated - per_tile[0])
+                   tile_gains=tolerated - per_tile[0],
+                   ambiguous=ambiguous(coarse_options, (ir_frame.shape[1], ir_frame.shape[0]),
+                                       settings))
 
 
 def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
@@ -635,11 +666,16 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
         if progress is not None:
             progress()
     start_confidence = float(np.median([fit.start_score for fit in fits]))
-    if not significantly_better(np.concatenate([fit.tile_gains for fit in fits]), settings):
+    # Frames whose scene matches at several places say nothing about which one is right.
+    clear = [fit for fit in fits if not fit.ambiguous]
+    ambiguous_frames = len(fits) - len(clear)
+    if not clear or not significantly_better(
+            np.concatenate([fit.tile_gains for fit in clear]), settings):
         return AutoResult(homography=normalised(initial), confidence=start_confidence,
-                          residual_px=0.0, frames_used=len(fits),
-                          per_frame=[initial] * len(fits), start_confidence=start_confidence,
-                          model="start")
+                          residual_px=0.0, frames_used=len(clear),
+                          per_frame=[initial] * len(clear), start_confidence=start_confidence,
+                          model="start", ambiguous_frames=ambiguous_frames)
+    fits = clear
     estimates = [fit.homography for fit in fits]
     if len(estimates) == 1:
         combined, spread = estimates[0], 0.0
@@ -654,6 +690,7 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
         per_frame=estimates,
         start_confidence=start_confidence,
         model=max(set(models), key=models.count),
+        ambiguous_frames=ambiguous_frames,
     )
 
 
@@ -674,6 +711,10 @@ def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> 
     """Raise a one-line StreamFuseError when ``result`` should not be written as a calibration."""
     settings = settings or AutoSettings()
     advice = "no file written; use --points or --board, or frames of a scene with more structure"
+    if result.frames_used == 0:
+        raise StreamFuseError(
+            f"automatic registration is unreliable: the scene matches about equally well at "
+            f"several places in all {result.ambiguous_frames} frame pairs: {advice}")
     if result.confidence < settings.min_confidence:
         raise StreamFuseError(
             f"automatic registration is unreliable: edge-orientation correlation "
