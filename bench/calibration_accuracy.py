@@ -51,8 +51,8 @@ from streamfuse.registration.geometry import corner_error, random_homography  # 
 
 DATA = ROOT.parent / "shared" / "data"
 # The fit on the unwarped pair, reference of the consistency measure: the best-scoring
-# candidate, whatever its margin over the start.
-BEST_FIT = auto.AutoSettings(keep_margin=-1.0, min_gain_t=-1e9)
+# candidate, whatever its margin over the start and even where the scene is ambiguous.
+BEST_FIT = auto.AutoSettings(keep_margin=-1.0, min_gain_t=-1e9, ambiguity_ratio=2.0)
 
 
 def read_pair(set_name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +104,7 @@ def main() -> None:
     rng = np.random.default_rng(2024)
     started = time.perf_counter()
     same, cross, cross_consistent, stable, refused, per_pair = [], [], [], [], [], []
-    unwarped_offset, fixed_point, seconds = [], [], []
+    unwarped_offset, fixed_point, seconds, stable_written = [], [], [], []
     for set_name in ("flir-test", "tno"):
         for index in range(args.pairs):
             ir, vis = read_pair(set_name, index)
@@ -115,6 +115,11 @@ def main() -> None:
             same.append(corner_error(
                 auto.register_frames([moved], [vis], ir_valid=[valid]).homography, truth, size))
             unwarped = auto.register_frames([ir], [vis])
+            try:
+                auto.check_reliable(unwarped)
+                unwarped_written = True
+            except Exception:  # noqa: BLE001 - a refusal writes nothing: no move
+                unwarped_written = False
             unwarped_fit = auto.register_frames([ir], [vis], settings=BEST_FIT)
             own_fit = auto.register_frames([ir], [vis], initial=unwarped_fit.homography)
             moved, valid = warp_with_mask(ir, warp)
@@ -129,6 +134,7 @@ def main() -> None:
             error = corner_error(result.homography, truth, size)
             consistent = corner_error(result.homography, unwarped_fit.homography @ truth, size)
             stability = corner_error(unwarped.homography, np.eye(3), size)
+            stable_written.append(stability if unwarped_written else 0.0)
             unwarped_offset.append(corner_error(unwarped_fit.homography, np.eye(3), size))
             fixed_point.append(corner_error(own_fit.homography, unwarped_fit.homography, size))
             cross.append(error)
@@ -207,6 +213,8 @@ def main() -> None:
             "'unwarped_fit_vs_identity' is how far that fit is from the nominal alignment, "
             "'stability_fixed_point' how far --auto moves when started at it"),
         "stability_unwarped_vs_identity": summary(stable),
+        "stability_as_written": summary(stable_written),
+        "stability_as_written_note": "a refused --auto writes nothing: its move counts 0",
         "stability_fixed_point": summary(fixed_point),
         "seconds_per_ir_pair": summary(seconds),
         "refused_fraction": float(np.mean(refused)),

@@ -10,17 +10,21 @@ hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
 
 1. Coarse: an exhaustive scale/rotation/shift search at a small pyramid level, then similarity
    ECC up to a medium level, from the few best search hits; the best one is kept.
-2. Fine: homography ECC at medium and full resolution.
+2. Fine: homography ECC at 320 and 640 px width (at most the full width; a full-width level
+   with the ``score_sigma`` smoothing), each on a regular grid of at most ``max_samples``
+   pixels.
 
 ECC (enhanced correlation coefficient maximisation, Evangelidis & Psarakis 2008, the algorithm
 of ``cv2.findTransformECC``) runs on the two-channel maps (``ecc_multichannel``; OpenCV's takes
 one channel). Same-modality pairs (intensities correlate) get a last full-resolution
 ``cv2.findTransformECC`` on the intensities. Each candidate (the given start, the coarse one,
-the fine one) is scored at full resolution, overall and in 3 x 3 tiles; the best one replaces
-the start only if it beats it significantly (by ``keep_margin`` and ``min_gain_t`` standard
-errors of the per-tile gains): an already-aligned pair keeps its homography, parallax or noise
-is not fitted as a correction. Several frame pairs are combined by the median position of the
-IR image corners; their spread is the residual. ``check_reliable`` refuses weak or inconsistent
+the fine one) is scored at full resolution, overall and in 3 x 3 tiles. The best one replaces
+the start only if the start loses significantly (``min_gain_t`` standard errors of the per-tile
+differences) even against the best one misaligned by ``keep_px``: an already-aligned pair
+keeps its homography, and parallax or noise is not fitted as a correction. When the coarse
+candidates end at different places with about equal scores (``ambiguous``), the frame says
+nothing. Several frame pairs are combined by the median position of the IR image corners;
+their spread is the residual. ``check_reliable`` refuses weak, ambiguous or inconsistent
 results.
 """
 
@@ -380,8 +384,8 @@ def ambiguous(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, in
 
 def fine_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
                    ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
-    """Homography ECC at the ``fine_widths`` levels (the last one, full resolution, with the
-    ``score_sigma`` smoothing) from ``start``, IR->visible."""
+    """Homography ECC at the ``fine_widths`` levels (capped at the full width; a full-width
+    level with the ``score_sigma`` smoothing) from ``start``, IR->visible."""
     widths = sorted({min(width, vis_frame.shape[1]) for width in settings.fine_widths})
     homography = start
     for width in widths:
