@@ -9,13 +9,15 @@ the mean corner error (visible pixels at the IR image corners) for:
 - IR vs visible, one pair at a time;
 - a pooled clip: 24 frame pairs written as two real videos (PyAV, FFV1), one estimate.
 
-The source pairs are themselves aligned only to a few pixels (FLIR shows parallax between near
-and far objects: ECC in 2 x 3 tiles of a source pair finds local shifts of 2-6 px), so
-IR-vs-visible errors are given twice: against the nominal truth (the inverse of the synthetic
-warp) and against the best-scoring fit on the unwarped pair composed with it
-(`vs_unwarped_fit`: the estimator's own consistency, free of the source misalignment; the fit
-is taken without the keep-the-start rule, which only applies when the start is already close).
-Stability is the distance from identity of `--auto` (default settings) on the unwarped pair.
+The source pairs are themselves aligned only approximately (FLIR shows parallax between the
+near road and far objects; several TNO pairs are offset by a few pixels), so IR-vs-visible
+errors are given twice: against the nominal truth (the inverse of the synthetic warp) and
+against the best-scoring fit on the unwarped pair composed with it (`vs_unwarped_fit`: the
+estimator's own consistency, free of the source misalignment; the fit is taken without the
+keep-the-start rule, which only applies when the start is already close). How far that fit is
+from the nominal alignment is reported too (`unwarped_fit_vs_identity`): it bounds what the
+nominal error can reach. Stability is the distance from identity of `--auto` (default
+settings) on the unwarped pair, and from its own fit when started there (`fixed_point`).
 
 Runs single-threaded (OpenCV and BLAS) so it does not compete with other jobs.
 Run: python bench/calibration_accuracy.py [--pairs N] -> bench/results/calibration_auto.json
@@ -25,15 +27,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import av
-import cv2
-import numpy as np
+# One BLAS thread, set before NumPy loads (the estimator's small products only lose to threads).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import av  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,8 +51,8 @@ from streamfuse.registration.geometry import corner_error, random_homography  # 
 
 DATA = ROOT.parent / "shared" / "data"
 # The fit on the unwarped pair, reference of the consistency measure: the best-scoring
-# candidate, whatever its margin over the start.
-BEST_FIT = auto.AutoSettings(keep_margin=-1.0, min_gain_t=-1e9)
+# candidate, whatever its margin over the start and even where the scene is ambiguous.
+BEST_FIT = auto.AutoSettings(keep_margin=-1.0, min_gain_t=-1e9, ambiguity_ratio=2.0)
 
 
 def read_pair(set_name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,6 +104,7 @@ def main() -> None:
     rng = np.random.default_rng(2024)
     started = time.perf_counter()
     same, cross, cross_consistent, stable, refused, per_pair = [], [], [], [], [], []
+    unwarped_offset, fixed_point, seconds, stable_written = [], [], [], []
     for set_name in ("flir-test", "tno"):
         for index in range(args.pairs):
             ir, vis = read_pair(set_name, index)
@@ -107,9 +115,17 @@ def main() -> None:
             same.append(corner_error(
                 auto.register_frames([moved], [vis], ir_valid=[valid]).homography, truth, size))
             unwarped = auto.register_frames([ir], [vis])
+            try:
+                auto.check_reliable(unwarped)
+                unwarped_written = True
+            except Exception:  # noqa: BLE001 - a refusal writes nothing: no move
+                unwarped_written = False
             unwarped_fit = auto.register_frames([ir], [vis], settings=BEST_FIT)
+            own_fit = auto.register_frames([ir], [vis], initial=unwarped_fit.homography)
             moved, valid = warp_with_mask(ir, warp)
+            started = time.perf_counter()
             result = auto.register_frames([moved], [vis], ir_valid=[valid])
+            seconds.append(time.perf_counter() - started)
             try:
                 auto.check_reliable(result)
                 accepted = True
@@ -118,6 +134,9 @@ def main() -> None:
             error = corner_error(result.homography, truth, size)
             consistent = corner_error(result.homography, unwarped_fit.homography @ truth, size)
             stability = corner_error(unwarped.homography, np.eye(3), size)
+            stable_written.append(stability if unwarped_written else 0.0)
+            unwarped_offset.append(corner_error(unwarped_fit.homography, np.eye(3), size))
+            fixed_point.append(corner_error(own_fit.homography, unwarped_fit.homography, size))
             cross.append(error)
             cross_consistent.append(consistent)
             stable.append(stability)
@@ -125,13 +144,33 @@ def main() -> None:
             per_pair.append({"set": set_name, "index": index, "error_px": round(error, 3),
                              "vs_unwarped_fit_px": round(consistent, 3),
                              "stability_px": round(stability, 3),
+                             "unwarped_fit_vs_identity_px": round(unwarped_offset[-1], 3),
+                             "fixed_point_px": round(fixed_point[-1], 3),
+                             "seconds": round(seconds[-1], 2), "size": list(size),
                              "confidence": round(result.confidence, 3),
                              "model": result.model, "refused": not accepted})
             print(f"{set_name} {index}: same {same[-1]:.3f} ir {error:.2f} "
                   f"consistent {consistent:.2f} stable {stability:.2f} "
+                  f"offset {unwarped_offset[-1]:.2f} fixed {fixed_point[-1]:.2f} "
                   f"conf {result.confidence:.2f}{' REFUSED' if not accepted else ''}",
                   flush=True)
     accepted_errors = [e for e, r in zip(cross, refused) if not r]
+    # A refusal counts as a failure of the 3 px target.
+    consistent_or_refused = [np.inf if r else e for e, r in zip(cross_consistent, refused)]
+    nominal_or_refused = [np.inf if r else e for e, r in zip(cross, refused)]
+    by_set = {}
+    for set_name in ("flir-test", "tno"):
+        rows = [i for i, row in enumerate(per_pair) if row["set"] == set_name]
+        by_set[set_name] = {
+            "ir_vs_visible_vs_unwarped_fit_le_3px_accepted": float(np.mean(
+                [consistent_or_refused[i] <= 3 for i in rows])),
+            "ir_vs_visible_nominal_le_3px_accepted": float(np.mean(
+                [nominal_or_refused[i] <= 3 for i in rows])),
+            "refused_fraction": float(np.mean([refused[i] for i in rows])),
+            "stability_le_1px": float(np.mean([stable[i] <= 1 for i in rows])),
+            "unwarped_fit_vs_identity_median_px": float(np.median(
+                [unwarped_offset[i] for i in rows])),
+        }
 
     clip_errors = []
     for clip in range(args.clips):
@@ -160,12 +199,24 @@ def main() -> None:
         "ir_vs_visible": summary(cross),
         "ir_vs_visible_accepted_only": summary(accepted_errors) if accepted_errors else None,
         "ir_vs_visible_vs_unwarped_fit": summary(cross_consistent),
+        "target_2_le_3px_counting_refusals_as_failures": {
+            "vs_unwarped_fit": float(np.mean(np.array(consistent_or_refused) <= 3)),
+            "vs_nominal_truth": float(np.mean(np.array(nominal_or_refused) <= 3)),
+        },
+        "unwarped_fit_vs_identity": summary(unwarped_offset),
+        "by_set": by_set,
         "ir_vs_visible_reference": (
             "the source pairs are aligned only to ~1 px (TNO) and show 2-6 px local parallax "
             "(FLIR), so 'ir_vs_visible' (vs the nominal synthetic truth) includes the source "
             "misalignment; 'ir_vs_visible_vs_unwarped_fit' scores against the best fit on the "
-            "unwarped pair composed with the synthetic warp (the estimator's consistency)"),
+            "unwarped pair composed with the synthetic warp (the estimator's consistency); "
+            "'unwarped_fit_vs_identity' is how far that fit is from the nominal alignment, "
+            "'stability_fixed_point' how far --auto moves when started at it"),
         "stability_unwarped_vs_identity": summary(stable),
+        "stability_as_written": summary(stable_written),
+        "stability_as_written_note": "a refused --auto writes nothing: its move counts 0",
+        "stability_fixed_point": summary(fixed_point),
+        "seconds_per_ir_pair": summary(seconds),
         "refused_fraction": float(np.mean(refused)),
         "pooled_clip_24_pairs": summary(clip_errors),
         "per_pair": per_pair,

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-pairs", type=int, default=30,
                         help="frame pairs used from videos/folders (default 30)")
     parser.add_argument("--min-confidence", type=float, default=auto.AutoSettings.min_confidence,
-                        help="--auto refuses below this gradient correlation")
+                        help="--auto refuses below this edge-orientation correlation")
     parser.add_argument("--max-offset", type=float, help="--sync search range in seconds")
     parser.add_argument("--threshold", type=float, default=3.0,
                         help="--points: RANSAC outlier threshold in visible pixels")
@@ -174,13 +174,15 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
     with tqdm(total=len(pairs), desc="auto", unit="pair", leave=False) as bar:
         result = auto.register_frames(ir_frames, vis_frames, initial, settings=settings,
                                       progress=bar.update)
-    print(f"{result.frames_used} frame pairs: gradient correlation {result.start_confidence:.3f}"
-          f" at the start, {result.confidence:.3f} registered ({result.model}); spread "
-          f"{result.residual_px:.3f} px")
+    left_out = (f", {result.ambiguous_frames} left out (scene matches at several places)"
+                if result.ambiguous_frames else "")
+    print(f"{result.frames_used} frame pairs{left_out}: edge-orientation correlation "
+          f"{result.start_confidence:.3f} at the start, {result.confidence:.3f} registered "
+          f"({result.model}); spread {result.residual_px:.3f} px")
     auto.check_reliable(result, settings)
     return Calibration(ir_size=ir_size, vis_size=vis_size, homography=result.homography,
                        method="auto", residual_px=result.residual_px, date=today(),
-                       notes=f"ECC on {result.frames_used} frame pairs, confidence "
+                       notes=f"orientation ECC on {result.frames_used} frame pairs, confidence "
                              f"{result.confidence:.3f} ({result.model})")
 
 

@@ -1,19 +1,31 @@
-"""Target-free IR->visible registration: multi-scale ECC on gradient-magnitude maps.
+"""Target-free IR->visible registration: multi-scale ECC on gradient-orientation maps.
 
-Thermal and visible intensities are unrelated, but both cameras see the same object outlines, so
-their gradient-magnitude maps correlate. Coarse to fine, all with ``cv2.findTransformECC``:
+Thermal and visible intensities are unrelated, and so are their edge strengths (a wall that is
+bright in daylight may be a faint step in thermal), but both cameras see the same object
+outlines, often with opposite contrast. Each frame is therefore turned into a normalised
+gradient field in double-angle form: (cos 2a, sin 2a) of the gradient angle a, weighted by
+e / (e + e_noise) of the gradient energy e (``orientation_features``). The sign of the gradient
+drops out (2a), strong and medium edges count alike, noise (below the frame's median energy)
+hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
 
-1. Coarse: an exhaustive scale/rotation/shift search at a small pyramid level, then rigid ECC
-   (translation, Euclidean) up to a medium level: a start within a few pixels.
-2. Fine: homography ECC at medium and full resolution.
+1. Coarse: an exhaustive scale/rotation/shift search at a small pyramid level, then similarity
+   ECC up to a medium level, from the few best search hits; the best one is kept.
+2. Fine: homography ECC at 320 and 640 px width (at most the full width; a full-width level
+   with the ``score_sigma`` smoothing), each on a regular grid of at most ``max_samples``
+   pixels.
 
-Same-modality pairs (intensities correlate) get a last full-resolution ECC on the intensities.
-Each candidate (the given start, the coarse one, the fine one) is scored by the gradient
-correlation at full resolution, overall and in 3 x 3 tiles; the best one wins if it beats the
-start significantly (by ``keep_margin`` and ``min_gain_t`` standard errors of the per-tile
-gains), else the start is kept: an already-aligned pair keeps its homography, parallax or noise
-is not fitted as a correction. Several frame pairs are combined by the median position of the
-IR image corners; their spread is the residual. ``check_reliable`` refuses weak or inconsistent results.
+ECC (enhanced correlation coefficient maximisation, Evangelidis & Psarakis 2008, the algorithm
+of ``cv2.findTransformECC``) runs on the two-channel maps (``ecc_multichannel``; OpenCV's takes
+one channel). Same-modality pairs (intensities correlate) get a last full-resolution
+``cv2.findTransformECC`` on the intensities. Each candidate (the given start, the coarse one,
+the fine one) is scored at full resolution, overall and in 3 x 3 tiles. The best one replaces
+the start only if the start loses significantly (``min_gain_t`` standard errors of the per-tile
+differences) even against the best one misaligned by ``keep_px``: an already-aligned pair
+keeps its homography, and parallax or noise is not fitted as a correction. When the coarse
+candidates end at different places with about equal scores (``ambiguous``), the frame says
+nothing. Several frame pairs are combined by the median position of the IR image corners;
+their spread is the residual. ``check_reliable`` refuses weak, ambiguous or inconsistent
+results.
 """
 
 from __future__ import annotations
@@ -25,43 +37,57 @@ import numpy as np
 
 from streamfuse.calibration import image_corners
 from streamfuse.errors import StreamFuseError
-from streamfuse.registration.geometry import normalised, pixel_scaling, transform_points
+from streamfuse.registration.geometry import (
+    corner_error, normalised, pixel_scaling, transform_points,
+)
 
 
 @dataclass
 class AutoSettings:
     """Knobs of the automatic registration (defaults fit frames 160-1000 px wide)."""
 
-    coarsest_width: int = 128  # the search runs at this width of the visible frame
-    coarse_finest_width: int = 256  # rigid ECC stops at this width
-    fine_widths: tuple[int, ...] = (512, 100_000)  # homography ECC widths (capped at full)
-    blur_sigma: float = 1.0  # smoothing before the gradient, in pixels of each level
-    post_sigma: float = 0.0  # smoothing of the gradient magnitude (widens ECC's basin)
+    coarsest_width: int = 160  # the search runs at this width of the visible frame
+    coarse_finest_width: int = 320  # similarity ECC stops at this width
+    fine_widths: tuple[int, ...] = (320, 640)  # homography ECC widths (capped at full)
+    blur_sigma: float = 1.0  # smoothing before the gradient, in pixels of each pyramid level
+    score_sigma: float = 2.0  # the same at full resolution for the scores and the last level
+    # (fine noise, e.g. of a night-time visible camera, would otherwise dominate the gradients)
     search_scale: float = 0.1  # the coarse search tries scales 1 +- this,
+    search_scale_steps: int = 11
     search_rotation_deg: float = 6.0  # rotations up to +- this,
-    search_shift: float = 0.15  # and shifts up to this fraction of the frame width
-    iterations: int = 100  # ECC iterations per level
-    epsilon: float = 1e-6  # ECC stops when the correlation improves less than this
+    search_rotation_steps: int = 9
+    search_shift: float = 0.12  # and shifts up to this fraction of the frame width
+    max_samples: int = 40_000  # ECC uses a regular grid of about this many pixels per level
+    search_candidates: int = 4  # the best distinct search hits refined by the coarse ECC
+    ambiguity_px: float = 3.0  # coarse candidates ending further apart than this (mean corner
+    ambiguity_ratio: float = 0.9  # distance) with correlations within this ratio: ambiguous
+    iterations: int = 40  # ECC iterations per level
+    epsilon: float = 0.05  # ECC stops when no corner moves more than this (level pixels);
+    # the correlation is flat along the perspective terms, a tighter stop only costs time
     intensity_correlation: float = 0.8  # above this, intensities are related linearly (same
     # modality): a last ECC on the intensities themselves is more precise than on gradients
     intensity_sigmas: tuple[float, ...] = (2.0, 1.0, 0.5)  # blur of both frames (pixels) in
     # the passes of that last ECC: a wide basin first, then the least biased optimum
     final_iterations: int = 400  # that last ECC aims at hundredths of a pixel: more iterations
     final_epsilon: float = 1e-9  # and a tighter stop than the gradient levels
-    keep_margin: float = 0.02  # to replace the start, the best candidate must gain this much
-    # (mean per-tile Fisher z of the gradient correlation)
+    refined_tolerance: float = 0.01  # the homography replaces the similarity unless it scores
+    # this much lower (Fisher z)
+    keep_px: float = 1.0  # to replace the start, the best candidate shifted by this many
+    # visible pixels must still beat it
+    keep_margin: float = 0.0  # by this much (mean per-tile Fisher z of the correlation)
     min_gain_t: float = 3.0  # and this many standard errors of its per-tile gains
     score_tiles: int = 3  # tiles per side for those gains
-    min_confidence: float = 0.2  # refuse below this full-resolution gradient correlation
+    min_confidence: float = 0.15  # refuse below this full-resolution orientation correlation
     max_spread_px: float = 3.0  # several frames: refuse when their estimates disagree more
 
 
 @dataclass
 class AutoResult:
     """An automatic estimate: (3, 3) homography IR->visible, confidence (full-resolution
-    gradient correlation, -1..1), residual_px (median distance of the per-frame estimates from
-    the combined one at the IR image corners; 0 for one frame), frames used, per-frame
-    homographies and the correlation of the starting homography."""
+    orientation correlation, -1..1), residual_px (median distance of the per-frame estimates
+    from the combined one at the IR image corners; 0 for one frame), frames used, per-frame
+    homographies and the correlation of the starting homography; ``ambiguous_frames``: frame
+    pairs left out because their scene matched at several places (see ``ambiguous``)."""
 
     homography: np.ndarray
     confidence: float
@@ -70,6 +96,25 @@ class AutoResult:
     per_frame: list[np.ndarray]
     start_confidence: float
     model: str
+    ambiguous_frames: int = 0
+
+
+def _content_mask(shape: tuple[int, int], valid: np.ndarray | None, margin: int) -> np.ndarray:
+    """(H, W) uint8 mask (255 = usable) of ``valid`` eroded by ``margin`` pixels; outside the
+    frame counts as valid, so the frame's own border is not a warp border."""
+    if valid is None:
+        return np.full(shape, 255, np.uint8)
+    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+    return cv2.erode((np.asarray(valid) > 0).astype(np.uint8) * 255, kernel,
+                     borderType=cv2.BORDER_CONSTANT, borderValue=255)
+
+
+def _gradients(gray: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    image = gray.astype(np.float32)
+    if sigma > 0:
+        image = cv2.GaussianBlur(image, (0, 0), sigma)
+    return (cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3, scale=0.125),
+            cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3, scale=0.125))
 
 
 def gradient_magnitude(gray: np.ndarray, sigma: float, valid: np.ndarray | None = None,
@@ -79,37 +124,36 @@ def gradient_magnitude(gray: np.ndarray, sigma: float, valid: np.ndarray | None 
     Pixels near the edge of ``valid`` (a (H, W) mask of real image content, nonzero = valid) are
     dropped from the mask and zeroed, so the border of a warped image is not taken for an edge.
     """
-    image = gray.astype(np.float32)
-    if sigma > 0:
-        image = cv2.GaussianBlur(image, (0, 0), sigma)
-    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
+    gx, gy = _gradients(gray, sigma)
     magnitude = cv2.magnitude(gx, gy)
     if post_sigma > 0:
         magnitude = cv2.GaussianBlur(magnitude, (0, 0), post_sigma)
-    if valid is None:
-        return magnitude, np.full(gray.shape[:2], 255, np.uint8)
-    margin = int(np.ceil(3 * (sigma + post_sigma))) + 2
-    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
-    # Outside the frame counts as valid: the frame's own border is not a warp border.
-    inner = cv2.erode((np.asarray(valid) > 0).astype(np.uint8) * 255, kernel,
-                      borderType=cv2.BORDER_CONSTANT, borderValue=255)
+    inner = _content_mask(gray.shape[:2], valid, int(np.ceil(3 * (sigma + post_sigma))) + 2)
     magnitude[inner == 0] = 0
     return magnitude, inner
 
 
-def _ecc(template: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray | None,
-         warp: np.ndarray, motion: int, settings: AutoSettings) -> tuple[float, np.ndarray]:
-    """One ``findTransformECC`` run; ``warp`` and the result are (3, 3) template->moving maps."""
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, settings.iterations,
-                settings.epsilon)
-    start = warp.astype(np.float32) if motion == cv2.MOTION_HOMOGRAPHY else \
-        warp[:2].astype(np.float32)
-    correlation, found = cv2.findTransformECC(template, moving, start, motion, criteria,
-                                              moving_mask, 5)
-    if motion != cv2.MOTION_HOMOGRAPHY:
-        found = np.vstack([found, [0, 0, 1]])
-    return float(correlation), found.astype(np.float64)
+def orientation_features(gray: np.ndarray, sigma: float, valid: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) uint8 image -> ((H, W, 2) float32 normalised gradient field in double-angle form,
+    (H, W) uint8 valid mask).
+
+    Channels: ((gx^2 - gy^2), 2 gx gy) / (e + e_noise), e = gx^2 + gy^2 the gradient energy
+    after a Gaussian blur of ``sigma`` and e_noise its median over the valid pixels. That is
+    (cos 2a, sin 2a) of the gradient angle a weighted by e / (e + e_noise): the same for a
+    dark-to-bright and a bright-to-dark edge, about 1 for any edge clearly above the median, about 0
+    in flat or noisy areas. The product of two such fields is w1 w2 cos(2 (a1 - a2)). Pixels
+    near the edge of ``valid`` are zeroed and masked as in ``gradient_magnitude``.
+    """
+    gx, gy = _gradients(gray, sigma)
+    energy = gx * gx + gy * gy
+    inner = _content_mask(gray.shape[:2], valid, int(np.ceil(3 * sigma)) + 2)
+    usable = energy[inner > 0]
+    noise = float(np.median(usable)) if usable.size else 0.0
+    denominator = energy + max(noise, 1e-6)
+    features = np.dstack([(gx * gx - gy * gy) / denominator, 2 * gx * gy / denominator])
+    features[inner == 0] = 0
+    return features, inner
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -118,102 +162,330 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def pyramid_ecc(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
-                ir_valid: np.ndarray, widths: list[int], motions: tuple[int, ...],
-                settings: AutoSettings, search: bool = False, pad: bool = False
-                ) -> tuple[np.ndarray, float]:
-    """Global ECC over pyramid levels of the given visible widths, coarse to fine.
+# Parameter subspaces of the additive homography update (rows: h00 h01 h02 h10 h11 h12 h20 h21).
+_SIMILARITY_BASIS = np.array([[1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 1, 0],
+                              [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1],
+                              [0, 0, 0, 0], [0, 0, 0, 0]], np.float64)
+_HOMOGRAPHY_BASIS = np.eye(8)
 
-    (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, a (3, 3) initial IR->visible homography ->
-    (refined (3, 3) homography, final correlation). ``search``: start the first level with an
-    exhaustive scale/rotation/shift search. ``pad``: surround the IR frame with zero gradient
-    (counted valid), so that a warp pushing the visible frame's weak regions (sky, road) out of
-    the IR frame loses correlation instead of gaining it by leaving them out; the coarse levels
-    need it, at full resolution it costs precision.
+
+def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
+                     template_mask: np.ndarray | None = None,
+                     moving_mask: np.ndarray | None = None, model: str = "homography",
+                     iterations: int = 60, epsilon: float = 1e-5, max_samples: int | None = None
+                     ) -> tuple[float, np.ndarray]:
+    """Maximise the correlation coefficient of two multi-channel images over a warp (ECC).
+
+    ``template``: (H_t, W_t, C) float32, ``moving``: (H_m, W_m, C) float32, ``warp``: (3, 3)
+    map from template pixels to moving pixels (as in ``cv2.findTransformECC``); masks (H, W)
+    uint8, nonzero = use. ``model``: "similarity" (scale, rotation, shift added to the warp's
+    affine part) or "homography". Forward-additive Gauss-Newton with ECC's closed-form scaling of
+    the template (Evangelidis & Psarakis 2008); the correlation is taken over all channels
+    together. Stops after ``iterations`` or when no corner of the template moves more than
+    ``epsilon`` pixels. ``max_samples``: use the template pixels of a regular grid of about this
+    many (every k-th row and column), which costs little precision on smooth maps and saves
+    time at full resolution. Returns (final correlation, (3, 3) float64 warp). Raises cv2.error when
+    the images do not overlap enough or the problem is degenerate.
     """
+    basis = _SIMILARITY_BASIS if model == "similarity" else _HOMOGRAPHY_BASIS
+    height, width = template.shape[:2]
+    channels = template.shape[2]
+    template = template.reshape(height, width, channels)
+    moving = moving.reshape(moving.shape[0], moving.shape[1], channels)
+    if template_mask is None:
+        template_mask = np.full((height, width), 255, np.uint8)
+    if moving_mask is None:
+        moving_mask = np.full(moving.shape[:2], 255, np.uint8)
+    # Central differences, in moving pixels.
+    kernel = np.array([[-0.5, 0, 0.5]], np.float32)
+    grad_x = cv2.filter2D(moving, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE)
+    grad_y = cv2.filter2D(moving, cv2.CV_32F, kernel.T, borderType=cv2.BORDER_REPLICATE)
+    grad_x = grad_x.reshape(moving.shape)
+    grad_y = grad_y.reshape(moving.shape)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    sampled = np.zeros((height, width), bool)
+    step = 1 if max_samples is None else max(1, int(np.sqrt(height * width / max_samples)))
+    sampled[step // 2::step, step // 2::step] = True
+    template_mask = (template_mask > 0) & sampled
+    corners = image_corners((width, height))
+    warp = normalised(np.asarray(warp, np.float64))
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    correlation = 0.0
+    for _ in range(iterations):
+        size = (width, height)
+        warped = cv2.warpPerspective(moving, warp, size, flags=flags).reshape(height, width, -1)
+        warped_mask = cv2.warpPerspective(moving_mask, warp, size,
+                                          flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+        use = (warped_mask > 0) & template_mask
+        if use.sum() < 16 * basis.shape[1]:
+            raise cv2.error("ecc_multichannel: too little overlap")
+        wx = cv2.warpPerspective(grad_x, warp, size, flags=flags).reshape(height, width, -1)[
+            use].astype(np.float64)
+        wy = cv2.warpPerspective(grad_y, warp, size, flags=flags).reshape(height, width, -1)[
+            use].astype(np.float64)
+        x, y = xs[use], ys[use]
+        # d(warped point)/d(h): the homography's Jacobian at each template pixel, (N, P).
+        denominator = warp[2, 0] * x + warp[2, 1] * y + 1.0
+        u = (warp[0, 0] * x + warp[0, 1] * y + warp[0, 2]) / denominator
+        v = (warp[1, 0] * x + warp[1, 1] * y + warp[1, 2]) / denominator
+        ones, zeros = np.ones_like(x), np.zeros_like(x)
+        du = np.stack([x, y, ones, zeros, zeros, zeros, -x * u, -y * u], 1) / denominator[:, None]
+        dv = np.stack([zeros, zeros, zeros, x, y, ones, -x * v, -y * v], 1) / denominator[:, None]
+        du, dv = np.einsum("ni,ik->nk", du, basis), np.einsum("ni,ik->nk", dv, basis)
+        image = warped[use].astype(np.float64)  # (N, C)
+        target = template[use].astype(np.float64)
+        image -= image.mean()
+        target -= target.mean()
+        # einsum rather than BLAS: these products are small, and a multi-threaded BLAS loses
+        # more to spinning on a busy machine than it gains.
+        image_norm = np.sqrt(np.einsum("nc,nc->", image, image))
+        target_norm = np.sqrt(np.einsum("nc,nc->", target, target))
+        if image_norm == 0 or target_norm == 0:
+            raise cv2.error("ecc_multichannel: a flat image")
+        image_dot_target = np.einsum("nc,nc->", image, target)
+        correlation = float(image_dot_target / (image_norm * target_norm))
+        # The steepest-descent images of channel c are wx_c du + wy_c dv; their normal matrix
+        # and projections are summed over the channels without forming them.
+        hessian = np.einsum("ni,n,nj->ij", du, np.einsum("nc,nc->n", wx, wx), du) + \
+            np.einsum("ni,n,nj->ij", dv, np.einsum("nc,nc->n", wy, wy), dv)
+        cross = np.einsum("ni,n,nj->ij", du, np.einsum("nc,nc->n", wx, wy), dv)
+        hessian_inverse = np.linalg.inv(hessian + cross + cross.T)
+
+        def project(values: np.ndarray) -> np.ndarray:
+            return np.einsum("ni,n->i", du, np.einsum("nc,nc->n", wx, values)) + \
+                np.einsum("ni,n->i", dv, np.einsum("nc,nc->n", wy, values))
+
+        image_projection = project(image)
+        template_projection = project(target)
+        numerator = image_norm ** 2 - image_projection @ hessian_inverse @ image_projection
+        denominator_scale = image_dot_target - \
+            template_projection @ hessian_inverse @ image_projection
+        if denominator_scale <= 0:
+            raise cv2.error("ecc_multichannel: the correlation is not positive")
+        error = numerator / denominator_scale * target - image
+        step = basis @ (hessian_inverse @ project(error))
+        previous = transform_points(warp, corners)
+        warp = warp + np.append(step, 0.0).reshape(3, 3)
+        moved = np.abs(transform_points(warp, corners) - previous).max()
+        if moved < epsilon:
+            break
+    return correlation, warp
+
+
+@dataclass
+class _Level:
+    """One pyramid level: features of both frames and the maps between level and full pixels."""
+
+    template: np.ndarray  # (h_vis, w_vis, 2) visible features
+    moving: np.ndarray  # (h_ir + 2 b, w_ir + 2 b, 2) IR features, padded by b
+    moving_mask: np.ndarray
+    to_vis: np.ndarray  # full visible pixels -> level visible pixels
+    to_ir: np.ndarray  # full IR pixels -> level (padded) IR pixels
+
+
+def _level(ir_frame: np.ndarray, vis_frame: np.ndarray, ir_valid: np.ndarray, width: int,
+           sigma: float, pad: bool) -> _Level:
+    """Features at the level where the visible frame is ``width`` wide (at most full size).
+    ``pad``: surround the IR features with zeros counted valid, so that a warp pushing the
+    visible frame's weak regions (sky, road) out of the IR frame loses correlation instead of
+    gaining it by leaving them out."""
     ir_size = (ir_frame.shape[1], ir_frame.shape[0])
     vis_size = (vis_frame.shape[1], vis_frame.shape[0])
-    warp = np.linalg.inv(initial)  # ECC maps template (visible) pixels to input (IR) pixels
-    correlation = 0.0
-    for index, width in enumerate(widths):
-        factor = min(1.0, width / vis_size[0])
-        vis_level = (max(8, round(vis_size[0] * factor)), max(8, round(vis_size[1] * factor)))
-        ir_level = (max(8, round(ir_size[0] * factor)), max(8, round(ir_size[1] * factor)))
-        template, _ = gradient_magnitude(_resize(vis_frame, vis_level), settings.blur_sigma,
-                                         post_sigma=settings.post_sigma)
-        level_valid = np.where(_resize(ir_valid, ir_level) == 255, 255, 0).astype(np.uint8)
-        moving, moving_mask = gradient_magnitude(_resize(ir_frame, ir_level),
-                                                 settings.blur_sigma, level_valid,
-                                                 post_sigma=settings.post_sigma)
-        border = max(ir_level) // 4 if pad else 0
-        moving = cv2.copyMakeBorder(moving, border, border, border, border,
-                                    cv2.BORDER_CONSTANT, value=0)
-        moving_mask = cv2.copyMakeBorder(moving_mask, border, border, border, border,
-                                         cv2.BORDER_CONSTANT, value=255)
-        to_vis = pixel_scaling(vis_size, vis_level)
-        to_ir = np.array([[1, 0, border], [0, 1, border], [0, 0, 1.0]]) @ \
-            pixel_scaling(ir_size, ir_level)
-        level_warp = to_ir @ warp @ np.linalg.inv(to_vis)
-        if search and index == 0:
-            level_warp = _search_similarity(template, moving, moving_mask, level_warp, settings)
-        for motion in motions:
-            try:
-                correlation, level_warp = _ecc(template, moving, moving_mask, level_warp,
-                                               motion, settings)
-            except cv2.error:
-                # No convergence at this level: keep what the previous level found.
-                break
-        warp = np.linalg.inv(to_ir) @ level_warp @ to_vis
-    return normalised(np.linalg.inv(warp)), correlation
+    factor = min(1.0, width / vis_size[0])
+    vis_level = (max(8, round(vis_size[0] * factor)), max(8, round(vis_size[1] * factor)))
+    ir_level = (max(8, round(ir_size[0] * factor)), max(8, round(ir_size[1] * factor)))
+    template, _ = orientation_features(_resize(vis_frame, vis_level), sigma)
+    level_valid = np.where(_resize(ir_valid, ir_level) == 255, 255, 0).astype(np.uint8)
+    moving, moving_mask = orientation_features(_resize(ir_frame, ir_level), sigma, level_valid)
+    border = max(ir_level) // 4 if pad else 0
+    moving = cv2.copyMakeBorder(moving, border, border, border, border, cv2.BORDER_CONSTANT,
+                                value=0)
+    moving_mask = cv2.copyMakeBorder(moving_mask, border, border, border, border,
+                                     cv2.BORDER_CONSTANT, value=255)
+    to_ir = np.array([[1, 0, border], [0, 1, border], [0, 0, 1.0]]) @ \
+        pixel_scaling(ir_size, ir_level)
+    return _Level(template, moving, moving_mask, pixel_scaling(vis_size, vis_level), to_ir)
+
+
+def _to_level(homography: np.ndarray, level: _Level) -> np.ndarray:
+    """IR->visible homography in full pixels -> the level's visible->IR warp (ECC's direction)."""
+    return level.to_ir @ np.linalg.inv(homography) @ np.linalg.inv(level.to_vis)
+
+
+def _from_level(warp: np.ndarray, level: _Level) -> np.ndarray:
+    return normalised(np.linalg.inv(np.linalg.inv(level.to_ir) @ warp @ level.to_vis))
+
+
+def _level_ecc(level: _Level, homography: np.ndarray, model: str, settings: AutoSettings
+               ) -> tuple[np.ndarray, float]:
+    """ECC at one level from an IR->visible homography: (refined homography, correlation);
+    the start itself (and correlation -1) when ECC does not converge."""
+    try:
+        correlation, warp = ecc_multichannel(level.template, level.moving,
+                                             _to_level(homography, level),
+                                             moving_mask=level.moving_mask, model=model,
+                                             iterations=settings.iterations,
+                                             epsilon=settings.epsilon,
+                                             max_samples=settings.max_samples)
+    except (cv2.error, np.linalg.LinAlgError):
+        return homography, -1.0
+    return _from_level(warp, level), correlation
+
+
+def _widths(first: int, last: int) -> list[int]:
+    widths = [first]
+    while widths[-1] * 2 <= last:
+        widths.append(widths[-1] * 2)
+    return widths
+
+
+def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
+                      ir_valid: np.ndarray, settings: AutoSettings
+                      ) -> list[tuple[np.ndarray, float]]:
+    """Search, then similarity ECC at small widths from the start and from each of the
+    ``search_candidates`` best search hits: [(IR->visible homography, correlation at the last
+    coarse level)], best first. Where the scene pins the alignment, they all end at one place."""
+    levels = [_level(ir_frame, vis_frame, ir_valid, width, settings.blur_sigma, pad=True)
+              for width in _widths(settings.coarsest_width, settings.coarse_finest_width)]
+    starts = [initial] + [_from_level(warp, levels[0]) for warp in
+                          search_similarity(levels[0].template, levels[0].moving,
+                                            levels[0].moving_mask,
+                                            _to_level(initial, levels[0]), settings)]
+    refined = []
+    for homography in starts:
+        correlation = -1.0
+        for level in levels:
+            homography, correlation = _level_ecc(level, homography, "similarity", settings)
+        refined.append((homography, correlation))
+    return sorted(refined, key=lambda candidate: -candidate[1])
 
 
 def coarse_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
                      ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
-    """Search, then rigid ECC at small widths: a start within a few pixels for the fine stage.
+    """The best of ``coarse_candidates``: a start within a few pixels for the fine stage (the
+    search's own ranking, at a small width and integer shifts, is not decisive between close
+    scores; the refined correlation is)."""
+    return coarse_candidates(ir_frame, vis_frame, initial, ir_valid, settings)[0][0]
 
-    Rigid only: on cross-modal gradient maps the extra affine freedom (mostly vertical scale,
-    poorly pinned by scenes whose structure sits in a horizontal band) drifts; the scale comes
-    from the search.
-    """
-    widths = [settings.coarsest_width]
-    while widths[-1] * 2 <= settings.coarse_finest_width:
-        widths.append(widths[-1] * 2)
-    homography, _ = pyramid_ecc(ir_frame, vis_frame, initial, ir_valid, widths,
-                                (cv2.MOTION_TRANSLATION, cv2.MOTION_EUCLIDEAN), settings,
-                                search=True, pad=True)
+
+def ambiguous(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, int],
+              settings: AutoSettings) -> bool:
+    """Whether another coarse candidate, ending more than ``ambiguity_px`` from the best one
+    (mean corner distance), correlates almost as well (``ambiguity_ratio`` of the best): the
+    scene matches at two places (repetitive structure, or too little shared structure to
+    tell), so neither can be trusted."""
+    best, best_correlation = candidates[0]
+    if best_correlation <= 0:
+        return True
+    return any(correlation >= settings.ambiguity_ratio * best_correlation and
+               corner_error(homography, best, ir_size) > settings.ambiguity_px
+               for homography, correlation in candidates[1:])
+
+
+def fine_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
+                   ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
+    """Homography ECC at the ``fine_widths`` levels (capped at the full width; a full-width
+    level with the ``score_sigma`` smoothing) from ``start``, IR->visible."""
+    widths = sorted({min(width, vis_frame.shape[1]) for width in settings.fine_widths})
+    homography = start
+    for width in widths:
+        sigma = settings.score_sigma if width >= vis_frame.shape[1] else settings.blur_sigma
+        level = _level(ir_frame, vis_frame, ir_valid, width, sigma, pad=False)
+        homography, _ = _level_ecc(level, homography, "homography", settings)
     return homography
 
 
-def _registered_gradients(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
-                          ir_valid: np.ndarray | None, sigma: float
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(visible gradient magnitude, IR gradient magnitude warped by ``homography``, (H_vis,
-    W_vis) bool mask of the pixels to compare), all in the visible frame's geometry."""
+def search_similarity(template: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray,
+                      warp: np.ndarray, settings: AutoSettings) -> list[np.ndarray]:
+    """Exhaustive start for the coarsest level: a grid of scales and rotations about the template
+    centre, the best shift of each by normalised cross-correlation of the (H, W, C) feature maps
+    (``cv2.matchTemplate``, channels summed). Returns the ``search_candidates`` best (3, 3)
+    template->moving warps, each more than a few pixels from the others (ECC only converges
+    from a start close to the answer; a repetitive scene has several good-looking ones)."""
+    height, width = template.shape[:2]
+    centre = np.array([(width - 1) / 2, (height - 1) / 2])
+    margin = int(np.ceil(settings.search_shift * width))
+    inner = np.ascontiguousarray(template[margin:height - margin, margin:width - margin])
+    if inner.std() < 1e-6:
+        return []
+    masked = moving * (moving_mask > 0)[..., None]
+    hits = []
+    for scale in np.linspace(1 - settings.search_scale, 1 + settings.search_scale,
+                             settings.search_scale_steps):
+        for angle in np.deg2rad(np.linspace(-settings.search_rotation_deg,
+                                            settings.search_rotation_deg,
+                                            settings.search_rotation_steps)):
+            cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+            about_centre = np.array([[cos, -sin, centre[0] - cos * centre[0] + sin * centre[1]],
+                                     [sin, cos, centre[1] - sin * centre[0] - cos * centre[1]],
+                                     [0, 0, 1.0]])
+            candidate = warp @ about_centre  # template -> moving
+            resampled = cv2.warpPerspective(masked, candidate, (width, height),
+                                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            scores = cv2.matchTemplate(resampled, inner, cv2.TM_CCOEFF_NORMED)
+            _, score, _, (x, y) = cv2.minMaxLoc(scores)
+            shift = np.array([[1, 0, x - margin], [0, 1, y - margin], [0, 0, 1.0]])
+            hits.append((score, candidate @ shift))
+    hits.sort(key=lambda hit: -hit[0])
+    corners = image_corners((width, height))
+    chosen: list[np.ndarray] = []
+    for _, candidate in hits:
+        placed = transform_points(candidate, corners)
+        if all(np.abs(placed - transform_points(other, corners)).max() > 2 for other in chosen):
+            chosen.append(candidate)
+        if len(chosen) == settings.search_candidates:
+            break
+    return chosen
+
+
+def _registered_features(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                         ir_valid: np.ndarray | None, sigma: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(visible features, features of the IR frame warped by ``homography``, (H_vis, W_vis) bool
+    mask of the pixels to compare), all in the visible frame's geometry. Visible pixels the IR
+    frame does not reach count (as zero features); pixels ``ir_valid`` marks invalid do not."""
     vis_size = (vis_frame.shape[1], vis_frame.shape[0])
     if ir_valid is None:
         ir_valid = np.full(ir_frame.shape[:2], 255, np.uint8)
-    moving, moving_mask = gradient_magnitude(ir_frame, sigma, ir_valid)
-    template, _ = gradient_magnitude(vis_frame, sigma)
-    warped = cv2.warpPerspective(moving, homography, vis_size, flags=cv2.INTER_LINEAR)
-    # Outside the IR frame is valid (zero gradient); inside, the eroded content mask decides.
-    mask = cv2.warpPerspective(255 - moving_mask, homography, vis_size,
-                               flags=cv2.INTER_NEAREST) == 0
-    return template, warped, mask
+    warped = cv2.warpPerspective(ir_frame, homography, vis_size, flags=cv2.INTER_LINEAR)
+    inside = cv2.warpPerspective(np.full(ir_frame.shape[:2], 255, np.uint8), homography,
+                                 vis_size, flags=cv2.INTER_NEAREST)
+    content = cv2.warpPerspective(ir_valid, homography, vis_size, flags=cv2.INTER_NEAREST)
+    moving, _ = orientation_features(warped, sigma, content)
+    template, _ = orientation_features(vis_frame, sigma)
+    margin = int(np.ceil(3 * sigma)) + 2
+    # The IR frame's outline is no edge: features within reach of it are zeroed; outside it
+    # they stay zero and count, inside, invalid content is left out.
+    near_outline = cv2.dilate(cv2.morphologyEx(inside, cv2.MORPH_GRADIENT,
+                                               np.ones((3, 3), np.uint8)),
+                              np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)) > 0
+    moving[near_outline] = 0
+    eroded_content = _content_mask(content.shape, content, margin)
+    mask = (inside == 0) | (eroded_content > 0)
+    return template, moving, mask
 
 
 def _correlation(first: np.ndarray, second: np.ndarray, mask: np.ndarray) -> float:
-    if mask.sum() < 16 or first[mask].std() == 0 or second[mask].std() == 0:
+    if mask.sum() < 16:
         return 0.0
-    return float(np.corrcoef(first[mask].ravel(), second[mask].ravel())[0, 1])
+    a, b = first[mask].ravel().astype(np.float64), second[mask].ravel().astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt(np.einsum("i,i->", a, a) * np.einsum("i,i->", b, b))
+    return float(np.einsum("i,i->", a, b) / norm) if norm > 0 else 0.0
 
 
 def alignment_score(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
-                    ir_valid: np.ndarray | None = None, sigma: float = 1.0) -> float:
-    """Correlation coefficient of the gradient magnitudes of the visible frame and the IR frame
-    warped by ``homography`` (IR->visible), over the visible frame. Visible pixels the IR frame
-    does not reach count as zero gradient; pixels ``ir_valid`` marks invalid are left out.
-    (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
-    return _correlation(*_registered_gradients(ir_frame, vis_frame, homography, ir_valid, sigma))
+                    ir_valid: np.ndarray | None = None, sigma: float = 2.0) -> float:
+    """Correlation coefficient of the orientation features (``orientation_features``) of the
+    visible frame and of the IR frame warped by ``homography`` (IR->visible), over the visible
+    frame. (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+    return _correlation(*_registered_features(ir_frame, vis_frame, homography, ir_valid, sigma))
+
+
+def _tiles(shape: tuple[int, int], tiles: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rows = np.array_split(np.arange(shape[0]), tiles)
+    columns = np.array_split(np.arange(shape[1]), tiles)
+    return [(r, c) for r in rows for c in columns]
 
 
 def tile_scores(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
@@ -232,12 +504,11 @@ def tile_scores(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndar
         mask = cv2.warpPerspective(ir_valid, homography, vis_size,
                                    flags=cv2.INTER_NEAREST) > 0
     else:
-        template, warped, mask = _registered_gradients(ir_frame, vis_frame, homography,
-                                                       ir_valid, sigma)
-    rows = np.array_split(np.arange(template.shape[0]), tiles)
-    columns = np.array_split(np.arange(template.shape[1]), tiles)
+        template, warped, mask = _registered_features(ir_frame, vis_frame, homography,
+                                                      ir_valid, sigma)
     return np.array([_correlation(template[np.ix_(r, c)], warped[np.ix_(r, c)],
-                                  mask[np.ix_(r, c)]) for r in rows for c in columns])
+                                  mask[np.ix_(r, c)])
+                     for r, c in _tiles(template.shape[:2], tiles)])
 
 
 def fisher_z(scores: np.ndarray) -> np.ndarray:
@@ -264,9 +535,7 @@ def intensity_correlation(ir_frame: np.ndarray, vis_frame: np.ndarray, homograph
     vis_size = (vis_frame.shape[1], vis_frame.shape[0])
     warped = cv2.warpPerspective(ir_frame, homography, vis_size, flags=cv2.INTER_LINEAR)
     mask = cv2.warpPerspective(ir_valid, homography, vis_size, flags=cv2.INTER_NEAREST) > 0
-    if mask.sum() < 16 or vis_frame[mask].std() == 0 or warped[mask].std() == 0:
-        return 0.0
-    return float(np.corrcoef(vis_frame[mask].astype(np.float64), warped[mask])[0, 1])
+    return _correlation(vis_frame, warped, mask)
 
 
 def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
@@ -274,8 +543,8 @@ def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography
     """Full-resolution homography ECC on the intensities, from ``homography`` (IR->visible).
 
     Only for pairs whose intensities correlate (same modality): there the intensity is a smoother
-    signal than its gradient magnitude, so the optimum is not biased by the resampling of sharp
-    gradient peaks. One pass per blur of ``settings.intensity_sigmas``, widest first.
+    signal than its gradient, so the optimum is not biased by the resampling of sharp gradient
+    peaks. One pass per blur of ``settings.intensity_sigmas``, widest first.
     (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> (3, 3)
     homography (the last converged pass's)."""
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, settings.final_iterations,
@@ -283,11 +552,11 @@ def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography
     for sigma in settings.intensity_sigmas:
         # The blur is done here rather than by ECC's own filter, which smears the black fill
         # across the mask border; pixels within its reach of the border are left out.
-        template = cv2.GaussianBlur(vis_frame.astype(np.float32), (0, 0), sigma)
-        moving = cv2.GaussianBlur(ir_frame.astype(np.float32), (0, 0), sigma)
-        margin = int(np.ceil(3 * sigma)) + 2
-        mask = cv2.erode(ir_valid, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8),
-                         borderType=cv2.BORDER_CONSTANT, borderValue=255)
+        template, moving = vis_frame.astype(np.float32), ir_frame.astype(np.float32)
+        if sigma > 0:
+            template = cv2.GaussianBlur(template, (0, 0), sigma)
+            moving = cv2.GaussianBlur(moving, (0, 0), sigma)
+        mask = _content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)) + 2)
         try:
             _, warp = cv2.findTransformECC(template, moving,
                                            np.linalg.inv(homography).astype(np.float32),
@@ -301,25 +570,26 @@ def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography
 @dataclass
 class PairFit:
     """The best-scoring estimate for one frame pair and the evidence for moving to it: (3, 3)
-    homography and its model, full-resolution gradient scores of it and of the start, and the
-    (tiles,) gains of its per-tile scores over the start's (Fisher z, see
-    ``significantly_better``)."""
+    homography and its model, full-resolution scores of it and of the start, and the
+    (tiles,) gains over the start's per-tile scores of its own shifted by ``keep_px`` (Fisher
+    z, see ``significantly_better``); ``ambiguous``: see ``ambiguous``."""
 
     homography: np.ndarray
     model: str
     score: float
     start_score: float
     tile_gains: np.ndarray
+    ambiguous: bool = False
 
 
 def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
              ir_valid: np.ndarray, settings: AutoSettings) -> PairFit:
-    """The best candidate (start, rigid, homography) aligning one (H_ir, W_ir) uint8 IR frame to
-    one (H_vis, W_vis) uint8 visible frame from the (3, 3) ``initial`` homography."""
-    coarse = coarse_alignment(ir_frame, vis_frame, initial, ir_valid, settings)
-    fine, _ = pyramid_ecc(ir_frame, vis_frame, coarse, ir_valid, list(settings.fine_widths),
-                          (cv2.MOTION_HOMOGRAPHY,), settings)
-    candidates = [("start", initial), ("rigid", coarse), ("homography", fine)]
+    """The best candidate (start, similarity, homography) aligning one (H_ir, W_ir) uint8 IR
+    frame to one (H_vis, W_vis) uint8 visible frame from the (3, 3) ``initial`` homography."""
+    coarse_options = coarse_candidates(ir_frame, vis_frame, initial, ir_valid, settings)
+    coarse = coarse_options[0][0]
+    fine = fine_alignment(ir_frame, vis_frame, coarse, ir_valid, settings)
+    candidates = [("start", initial), ("similarity", coarse), ("homography", fine)]
     fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)
     same_modality = fine_intensity > settings.intensity_correlation
     if same_modality:
@@ -329,17 +599,33 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
         if intensity_correlation(ir_frame, vis_frame, refined, ir_valid) >= \
                 fine_intensity - 0.01:
             candidates[-1] = ("homography", refined)
-    scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma)
+    scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.score_sigma)
               for _, h in candidates]
     # Same modality: the intensities are the stronger evidence (gradients of noise, as in
     # smoke or fog, barely correlate after resampling).
-    per_tile = [fisher_z(tile_scores(ir_frame, vis_frame, h, ir_valid, settings.blur_sigma,
+    per_tile = [fisher_z(tile_scores(ir_frame, vis_frame, h, ir_valid, settings.score_sigma,
                                      settings.score_tiles, intensity=same_modality))
                 for _, h in candidates]
-    best = int(np.argmax([tiles.mean() for tiles in per_tile] if same_modality else scores))
+    evidence = [tiles.mean() for tiles in per_tile] if same_modality else fisher_z(
+        np.array(scores))
+    # The homography is the similarity refined with more freedom at full resolution: it is
+    # kept unless it clearly scores worse (it ran away); near-ties are resampling noise.
+    refined = 2 if evidence[2] >= evidence[1] - settings.refined_tolerance else 1
+    best = refined if evidence[refined] > evidence[0] else 0
+    # The start has to lose against the best fit even when that is misaligned by
+    # ``keep_px``: how much such a misalignment costs depends on the scene (sharp, dense edges
+    # lose a lot per pixel, smoke and fog hardly anything), and a smaller correction than
+    # that is not what the scores can tell from parallax or noise.
+    tolerated = np.mean([fisher_z(tile_scores(
+        ir_frame, vis_frame, np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]) @
+        candidates[best][1], ir_valid, settings.score_sigma, settings.score_tiles,
+        intensity=same_modality)) for dx, dy in settings.keep_px * np.array(
+            [[1, 0], [-1, 0], [0, 1], [0, -1]])], axis=0)
     return PairFit(homography=candidates[best][1], model=candidates[best][0],
                    score=scores[best], start_score=scores[0],
-                   tile_gains=per_tile[best] - per_tile[0])
+                   tile_gains=tolerated - per_tile[0],
+                   ambiguous=ambiguous(coarse_options, (ir_frame.shape[1], ir_frame.shape[0]),
+                                       settings))
 
 
 def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
@@ -384,11 +670,16 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
         if progress is not None:
             progress()
     start_confidence = float(np.median([fit.start_score for fit in fits]))
-    if not significantly_better(np.concatenate([fit.tile_gains for fit in fits]), settings):
+    # Frames whose scene matches at several places say nothing about which one is right.
+    clear = [fit for fit in fits if not fit.ambiguous]
+    ambiguous_frames = len(fits) - len(clear)
+    if not clear or not significantly_better(
+            np.concatenate([fit.tile_gains for fit in clear]), settings):
         return AutoResult(homography=normalised(initial), confidence=start_confidence,
-                          residual_px=0.0, frames_used=len(fits),
-                          per_frame=[initial] * len(fits), start_confidence=start_confidence,
-                          model="start")
+                          residual_px=0.0, frames_used=len(clear),
+                          per_frame=[initial] * len(clear), start_confidence=start_confidence,
+                          model="start", ambiguous_frames=ambiguous_frames)
+    fits = clear
     estimates = [fit.homography for fit in fits]
     if len(estimates) == 1:
         combined, spread = estimates[0], 0.0
@@ -403,6 +694,7 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
         per_frame=estimates,
         start_confidence=start_confidence,
         model=max(set(models), key=models.count),
+        ambiguous_frames=ambiguous_frames,
     )
 
 
@@ -423,44 +715,16 @@ def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> 
     """Raise a one-line StreamFuseError when ``result`` should not be written as a calibration."""
     settings = settings or AutoSettings()
     advice = "no file written; use --points or --board, or frames of a scene with more structure"
+    if result.frames_used == 0:
+        raise StreamFuseError(
+            f"automatic registration is unreliable: the scene matches about equally well at "
+            f"several places in all {result.ambiguous_frames} frame pairs: {advice}")
     if result.confidence < settings.min_confidence:
         raise StreamFuseError(
-            f"automatic registration is unreliable: gradient correlation {result.confidence:.2f}"
-            f" < {settings.min_confidence} (blank, featureless or unrelated frames?): {advice}")
+            f"automatic registration is unreliable: edge-orientation correlation "
+            f"{result.confidence:.2f} < {settings.min_confidence} (blank, featureless or "
+            f"unrelated frames?): {advice}")
     if result.residual_px > settings.max_spread_px:
         raise StreamFuseError(
             f"automatic registration is unreliable: the {result.frames_used} frame pairs "
             f"disagree by {result.residual_px:.1f} px (> {settings.max_spread_px}): {advice}")
-
-
-def _search_similarity(template: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray,
-                       warp: np.ndarray, settings: AutoSettings) -> np.ndarray:
-    """Exhaustive start for the coarsest level: try a grid of scales and rotations about the
-    template centre, find the best shift of each by normalised cross-correlation, keep the best.
-    (ECC only converges from a start close to the answer.)"""
-    height, width = template.shape
-    centre = np.array([(width - 1) / 2, (height - 1) / 2])
-    margin = int(np.ceil(settings.search_shift * width))
-    inner = template[margin:height - margin, margin:width - margin]
-    if inner.std() < 1e-6:
-        return warp
-    best_score, best_warp = -np.inf, warp
-    for scale in np.linspace(1 - settings.search_scale, 1 + settings.search_scale, 9):
-        for angle in np.deg2rad(np.linspace(-settings.search_rotation_deg,
-                                            settings.search_rotation_deg, 5)):
-            cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
-            about_centre = np.array([[cos, -sin, centre[0] - cos * centre[0] + sin * centre[1]],
-                                     [sin, cos, centre[1] - sin * centre[0] - cos * centre[1]],
-                                     [0, 0, 1.0]])
-            candidate = warp @ about_centre  # template -> moving
-            resampled = cv2.warpPerspective(moving * (moving_mask > 0), candidate,
-                                            (width, height),
-                                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-            scores = cv2.matchTemplate(resampled, inner, cv2.TM_CCOEFF_NORMED)
-            _, score, _, (x, y) = cv2.minMaxLoc(scores)
-            if score > best_score:
-                shift = np.array([[1, 0, x - margin], [0, 1, y - margin], [0, 0, 1.0]])
-                best_score, best_warp = score, candidate @ shift
-    return best_warp
-
-
