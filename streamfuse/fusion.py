@@ -139,6 +139,19 @@ def _share(own: torch.Tensor, other: torch.Tensor, eps: float) -> torch.Tensor:
     return (own + eps) / (own + other + 2 * eps)
 
 
+def _l1_norm(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+    """``sum |x|`` over ``dim`` (kept), accumulated in the weight dtype, so 64 half-precision
+    channels cannot overflow.
+
+    ``vector_norm`` is one fused pass (ReduceL1 in exported graphs); eager PyTorch runs it over a
+    channels_last map 2.5-4x slower than ``abs().sum()``, which writes ``|x|`` first but is
+    vectorised, so eager channels_last maps take that road.
+    """
+    if x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling():
+        return x.abs().sum(dim=dim, keepdim=True, dtype=_weight_dtype(x))
+    return torch.linalg.vector_norm(x, 1, dim=dim, keepdim=True, dtype=_weight_dtype(x))
+
+
 def l1_activity(x: torch.Tensor) -> torch.Tensor:
     """Channel-wise l1 norm at every pixel, ``sum_c |x_c(y, x)|``.
 
@@ -146,11 +159,9 @@ def l1_activity(x: torch.Tensor) -> torch.Tensor:
         x: (B, C, H, W) feature map.
 
     Returns:
-        (B, 1, H, W) activity, float32 (float64 for float64 input); accumulated in that dtype
-        so 64 half-precision channels cannot overflow.
+        (B, 1, H, W) activity, float32 (float64 for float64 input).
     """
-    # One fused pass (ReduceL1 in exported graphs); abs().sum() would first write a full-size |x|.
-    return torch.linalg.vector_norm(x, 1, dim=1, keepdim=True, dtype=_weight_dtype(x))
+    return _l1_norm(x, 1)
 
 
 def l1_weights_from_activity(
@@ -317,14 +328,7 @@ def saliency_weights(
 
 def _mean_magnitude(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, 1, 1) mean of |x| per channel, in the weight dtype."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_exporting():
-        # Eager PyTorch reduces a channels_last map over (H, W) about 4x faster this way than
-        # with vector_norm, even though |x| is written out first.
-        l1_norm = x.abs().sum(dim=(2, 3), keepdim=True, dtype=_weight_dtype(x))
-    else:
-        # One fused pass (ReduceL1 in exported graphs): abs().sum() would first write |x|.
-        l1_norm = torch.linalg.vector_norm(x, 1, dim=(2, 3), keepdim=True, dtype=_weight_dtype(x))
-    return l1_norm / (x.shape[2] * x.shape[3])
+    return _l1_norm(x, (2, 3)) / (x.shape[2] * x.shape[3])
 
 
 def cam_weights(

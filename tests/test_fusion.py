@@ -102,9 +102,12 @@ def levels_of(maps: torch.Tensor) -> np.ndarray:
     return quantize_activity(l1_activity(maps)).numpy()
 
 
-def test_l1_weights_match_eq7(map_pair):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_l1_weights_match_eq7(map_pair, memory_format):
     ir, vis = map_pair
-    w_ir, w_vis = l1_weights(ir, vis, CONFIG.eps)
+    w_ir, w_vis = l1_weights(
+        ir.contiguous(memory_format=memory_format), vis.contiguous(memory_format=memory_format), CONFIG.eps
+    )
     assert w_ir.shape == (ir.shape[0], 1, *ir.shape[2:])
     ref_ir, ref_vis = ref.l1_weights(ir.numpy(), vis.numpy(), CONFIG.eps)
     np.testing.assert_allclose(w_ir.numpy(), ref_ir, rtol=0, atol=ATOL)
