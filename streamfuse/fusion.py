@@ -445,7 +445,10 @@ def fuse_maps(
 class FusionLayer(nn.Module):
     """The test-time fusion layer: fuses the encoder's four maps (f1, f2, B, D) pairwise.
 
-    Maps named in ``config.apply_to`` get ``config.rule``; the others are summed.
+    Maps named in ``config.apply_to`` get ``config.rule``; the others are summed. The spatial
+    weights of all ruled maps come from one pass over their activities stacked as channels
+    (:func:`spatial_ir_weights`), identical per map to :func:`fuse_maps` on that map alone but
+    with one histogram, one guided filter and one set of divisions for all of them.
     It has no parameters.
     """
 
