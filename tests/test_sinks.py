@@ -1,8 +1,10 @@
 """Sinks and their helpers: the video writer's timestamps and sizes, side-by-side view, display
-checks, and the shipped pipeline configs."""
+checks, the ZeroMQ sink's end of stream, and the shipped pipeline configs."""
 
 from __future__ import annotations
 
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,8 +13,12 @@ from pipeline_helpers import REPO_ROOT, decode_video, ir_scene, vis_scene
 from streamfuse.cli import main
 from streamfuse.config import load_yaml
 from streamfuse.errors import StreamFuseError
-from streamfuse.pipeline.config import DisplaySinkConfig, PipelineConfig
-from streamfuse.pipeline.sinks import DisplaySink, VideoFileWriter, draw_fps, pad_to_even, side_by_side
+from streamfuse.pipeline import wire
+from streamfuse.pipeline.config import DisplaySinkConfig, PipelineConfig, ZmqSinkConfig
+from streamfuse.pipeline.frames import Frame, FramePair, FusedFrame
+from streamfuse.pipeline.sinks import (DisplaySink, VideoFileWriter, ZmqPubSink, draw_fps, pad_to_even,
+                                       side_by_side)
+from test_wire import free_tcp_url
 
 
 def test_video_writer_times_frames_at_the_given_rate_and_pads_odd_sizes(tmp_path):
@@ -85,15 +91,6 @@ def test_pub_sink_end_message_reaches_a_subscriber_whose_queue_is_full():
     """Frames past the high-water mark are dropped, the end message is not: a subscriber that
     is still draining a full queue when the run ends must learn that the stream is over (a
     socket closed while that queue is full would lose it)."""
-    import threading
-    import time
-
-    from streamfuse.pipeline import wire
-    from streamfuse.pipeline.config import ZmqSinkConfig
-    from streamfuse.pipeline.frames import Frame, FramePair, FusedFrame
-    from streamfuse.pipeline.sinks import ZmqPubSink
-    from test_wire import free_tcp_url
-
     url = free_tcp_url()
     subscriber = wire.connect_subscriber(url, hwm=1)
     sink = ZmqPubSink(ZmqSinkConfig(url=url, hwm=1, wait_subscribers=1, wait_timeout_s=10))
