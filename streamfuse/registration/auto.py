@@ -17,7 +17,7 @@ hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
 ECC (enhanced correlation coefficient maximisation, Evangelidis & Psarakis 2008, the algorithm
 of ``cv2.findTransformECC``) runs on the two-channel maps (``ecc_multichannel``; OpenCV's takes
 one channel). Same-modality pairs (intensities correlate) get a last full-resolution
-``cv2.findTransformECC`` on the intensities. Each candidate (the given start, the coarse one,
+ECC on the intensities, resampled bicubically. Each candidate (the given start, the coarse one,
 the fine one) is scored at full resolution, overall and in 3 x 3 tiles. The best one replaces
 the start only if the start loses significantly (``min_gain_t`` standard errors of the per-tile
 differences) even against the best one misaligned by ``keep_px``: an already-aligned pair
@@ -68,8 +68,8 @@ class AutoSettings:
     # modality): a last ECC on the intensities themselves is more precise than on gradients
     intensity_sigmas: tuple[float, ...] = (2.0, 1.0, 0.5)  # blur of both frames (pixels) in
     # the passes of that last ECC: a wide basin first, then the least biased optimum
-    final_iterations: int = 400  # that last ECC aims at hundredths of a pixel: more iterations
-    final_epsilon: float = 1e-9  # and a tighter stop than the gradient levels
+    final_iterations: int = 100  # that last ECC aims at hundredths of a pixel: more iterations
+    final_epsilon: float = 1e-3  # and a tighter stop (level pixels) than the gradient levels
     refined_tolerance: float = 0.01  # the homography replaces the similarity unless it scores
     # this much lower (Fisher z)
     keep_px: float = 1.0  # to replace the start, the best candidate shifted by this many
@@ -172,8 +172,8 @@ _HOMOGRAPHY_BASIS = np.eye(8)
 def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
                      template_mask: np.ndarray | None = None,
                      moving_mask: np.ndarray | None = None, model: str = "homography",
-                     iterations: int = 60, epsilon: float = 1e-5, max_samples: int | None = None
-                     ) -> tuple[float, np.ndarray]:
+                     iterations: int = 60, epsilon: float = 1e-5, max_samples: int | None = None,
+                     interpolation: int = cv2.INTER_LINEAR) -> tuple[float, np.ndarray]:
     """Maximise the correlation coefficient of two multi-channel images over a warp (ECC).
 
     ``template``: (H_t, W_t, C) float32, ``moving``: (H_m, W_m, C) float32, ``warp``: (3, 3)
@@ -184,8 +184,10 @@ def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
     together. Stops after ``iterations`` or when no corner of the template moves more than
     ``epsilon`` pixels. ``max_samples``: use the template pixels of a regular grid of about this
     many (every k-th row and column), which costs little precision on smooth maps and saves
-    time at full resolution. Returns (final correlation, (3, 3) float64 warp). Raises cv2.error when
-    the images do not overlap enough or the problem is degenerate.
+    time at full resolution. ``interpolation``: how ``moving`` and its gradients are resampled
+    (``cv2.INTER_LINEAR`` or ``cv2.INTER_CUBIC``, which is less biased at sub-pixel precision).
+    Returns (final correlation, (3, 3) float64 warp). Raises cv2.error when the images do not
+    overlap enough or the problem is degenerate.
     """
     basis = _SIMILARITY_BASIS if model == "similarity" else _HOMOGRAPHY_BASIS
     height, width = template.shape[:2]
@@ -209,7 +211,7 @@ def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
     template_mask = (template_mask > 0) & sampled
     corners = image_corners((width, height))
     warp = normalised(np.asarray(warp, np.float64))
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    flags = interpolation | cv2.WARP_INVERSE_MAP
     correlation = 0.0
     for _ in range(iterations):
         size = (width, height)
@@ -544,26 +546,30 @@ def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography
 
     Only for pairs whose intensities correlate (same modality): there the intensity is a smoother
     signal than its gradient, so the optimum is not biased by the resampling of sharp gradient
-    peaks. One pass per blur of ``settings.intensity_sigmas``, widest first.
+    peaks. One pass per blur of ``settings.intensity_sigmas``, widest first. The IR frame is
+    resampled bicubically: bilinear resampling blurs by an amount that depends on the sub-pixel
+    phase, which varies across a homography, and that pulls the optimum by up to a tenth of a
+    pixel at the corners (on the bench's same-modality pairs, started at the truth: median
+    0.021 -> 0.010 px, 18 -> 22 of 24 within 0.05 px).
     (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> (3, 3)
     homography (the last converged pass's)."""
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, settings.final_iterations,
-                settings.final_epsilon)
     for sigma in settings.intensity_sigmas:
-        # The blur is done here rather than by ECC's own filter, which smears the black fill
-        # across the mask border; pixels within its reach of the border are left out.
+        # The blur is done here rather than inside ECC, which would smear the black fill across
+        # the mask border; pixels within its reach (and the bicubic kernel's) are left out.
         template, moving = vis_frame.astype(np.float32), ir_frame.astype(np.float32)
         if sigma > 0:
             template = cv2.GaussianBlur(template, (0, 0), sigma)
             moving = cv2.GaussianBlur(moving, (0, 0), sigma)
-        mask = _content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)) + 2)
+        mask = _content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)) + 4)
         try:
-            _, warp = cv2.findTransformECC(template, moving,
-                                           np.linalg.inv(homography).astype(np.float32),
-                                           cv2.MOTION_HOMOGRAPHY, criteria, mask, 1)
-        except cv2.error:
+            _, warp = ecc_multichannel(template[..., None], moving[..., None],
+                                       np.linalg.inv(homography), moving_mask=mask,
+                                       iterations=settings.final_iterations,
+                                       epsilon=settings.final_epsilon,
+                                       interpolation=cv2.INTER_CUBIC)
+        except (cv2.error, np.linalg.LinAlgError):
             return homography
-        homography = normalised(np.linalg.inv(warp.astype(np.float64)))
+        homography = normalised(np.linalg.inv(warp))
     return homography
 
 
