@@ -19,26 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from streamfuse.bench import machine_description, time_calls  # noqa: E402
+
 SHAPE = (1, 64, 512, 640)
-
-
-def _median_ms(run, repeats: int) -> float:
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times) * 1000)
+CPU = torch.device("cpu")
 
 
 def _openvino_node_ms(axes: list[int], threads: int, repeats: int) -> float:
@@ -73,12 +66,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO_ROOT / "bench/results/reductions.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
+    machine = machine_description(CPU)
     feature = torch.randn(SHAPE).to(torch.bfloat16)
     gigabytes = feature.numel() * feature.element_size() / 1e9
     rows = {
         # A flat sum: PyTorch's vectorised bf16 reduction, a pure read of the map.
-        "torch_sum_bf16": _median_ms(lambda: feature.sum(), args.repeats),
+        "torch_sum_bf16": float(np.median(time_calls(
+            feature.sum, CPU, warmup=3, min_iterations=args.repeats, seconds=0.0)) * 1000),
         "openvino_reduce_l1_channels_bf16": _openvino_node_ms([1], args.threads, args.repeats),
         "openvino_reduce_l1_pixels_bf16": _openvino_node_ms([2, 3], args.threads, args.repeats),
     }
@@ -89,10 +83,9 @@ def main() -> None:
         "threads": args.threads,
         "median_ms": {name: round(ms, 2) for name, ms in rows.items()},
         "read_gb_per_s": {name: round(gigabytes / (ms / 1000), 1) for name, ms in rows.items()},
-        "machine": {"processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(),
-                    "load_average_before_after": [load_before[0], os.getloadavg()[0]]},
+        "machine": machine,
     }
+    machine["load_average_end"] = list(os.getloadavg())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for name, ms in rows.items():
