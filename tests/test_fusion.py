@@ -138,10 +138,12 @@ def test_quantized_levels_match_float64_definition(map_pair):
         assert np.all(np.abs(levels - expected)[near_boundary] <= 1)
 
 
-def test_saliency_map_matches_eq9(map_pair):
+@pytest.mark.parametrize("tiles", [1, 7, 64])
+def test_saliency_map_matches_eq9(map_pair, tiles):
+    # tiles > 1 is the CUDA counting (per-tile histograms summed); 7 does not divide the pixels.
     for maps in map_pair:
         levels = quantize_activity(l1_activity(maps))
-        saliency = saliency_map(levels)
+        saliency = saliency_map(levels, tiles=tiles)
         np.testing.assert_allclose(
             saliency.numpy(), ref.saliency_map(levels.numpy()), rtol=0, atol=ATOL
         )

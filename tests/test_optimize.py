@@ -11,11 +11,12 @@ from streamfuse.engines.optimize import (
     ConcatFreeDecoder,
     LeakyReLU,
     fold_zero_padding,
+    pad_input_channels,
     prelu_as_leaky_relu,
     rewrite_for_graph_compiler,
 )
 from streamfuse.fuser import FusionNet
-from streamfuse.model import DIDFuse, Features, fold_model
+from streamfuse.model import ConvLayer, DIDFuse, Features, fold_model
 from conftest import read_pair
 from test_model import randomise_batchnorm
 
@@ -54,6 +55,21 @@ def test_rewritten_network_matches_plain_network(inputs):
     with torch.no_grad():
         expected, actual = plain(ir, vis), rewritten(ir, vis)
     assert expected.std() > 1e-3  # varies across the frame: not a constant image
+    torch.testing.assert_close(actual, expected, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("inputs", ["random", "real"])
+def test_input_channel_padding_keeps_the_function(inputs):
+    # The CUDA engines' rewrite, checked here on the CPU: zero weights add exact zeros.
+    plain = FusionNet(fold_model(random_model(seed=5)), "saliency+cam").eval()
+    padded = pad_input_channels(copy.deepcopy(plain))
+    convs = [layer.conv for layer in padded.modules() if isinstance(layer, ConvLayer)]
+    assert [c.in_channels % 8 for c in convs] == [0] * len(convs)
+    assert convs[0].in_channels == 8  # conv1 of the shared encoder read 1 channel
+    ir, vis = random_input(seed=6) if inputs == "random" else real_input()
+    with torch.no_grad():
+        expected, actual = plain(ir, vis), padded(ir, vis)
+    assert actual.shape == expected.shape and expected.std() > 1e-3
     torch.testing.assert_close(actual, expected, rtol=0, atol=TOLERANCE)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from streamfuse.engines.optimize import fold_zero_padding
+from streamfuse.engines.optimize import fold_zero_padding, pad_input_channels
 from streamfuse.fuser import Fuser
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import DIDFuse
@@ -20,8 +20,10 @@ class EagerFuser(Fuser):
     """PyTorch eager mode: BatchNorm folded into the convolutions, weights and activations in
     channels_last (oneDNN's and cuDNN's fast layout), convolutions under autocast for bf16/fp16.
 
-    The fusion layer computes its weights in float32 whatever the autocast dtype (see
-    :mod:`streamfuse.fusion`); the output is float32.
+    On CUDA also: conv1's one-channel input padded to 8 zero channels for cuDNN's tensor-core
+    kernels (:func:`~streamfuse.engines.optimize.pad_input_channels`) and cuDNN's per-shape
+    algorithm search. The fusion layer computes its weights in float32 whatever the autocast
+    dtype (see :mod:`streamfuse.fusion`); the output is float32.
     """
 
     engine = "eager"
@@ -30,6 +32,11 @@ class EagerFuser(Fuser):
                  precision: str = "fp32", cache_dir: str | Path | None = None):
         super().__init__(model, fusion, device, fold_bn=True)
         fold_zero_padding(self.net)
+        if self.device.type == "cuda":
+            pad_input_channels(self.net)
+            # A stream keeps one frame size, so cuDNN's per-shape algorithm search (one slow
+            # first call per shape) pays for itself after a few frames.
+            torch.backends.cudnn.benchmark = True
         self.precision = precision
         self.net = self.net.to(memory_format=torch.channels_last)
         self._autocast_dtype = AUTOCAST_DTYPES[precision]
