@@ -73,14 +73,16 @@ for name, rule, pad, tiles in variants:
     seconds = time_calls(call, device, warmup=3, min_iterations=20, seconds=1.5)
     ref = outputs["before"] if rule != "sum" else outputs["net-before"]
     diff = (to_uint8(outputs[name].cpu()).int() - to_uint8(ref.cpu()).int()).abs()
-    results[name] = dict(ms=float(np.median(seconds) * 1e3), pairs_per_s=float(batch / np.median(seconds)), build_s=build_s,
+    median = float(np.median(seconds))
+    results[name] = dict(ms=median * 1e3, pairs_per_s=batch / median, build_s=build_s,
                          diff_mean=float(diff.float().mean()), diff_max=int(diff.max()))
     print(name, results[name], flush=True)
     calls[name] = (call, tiles)
 call, tiles = calls["before"]
 fusion.CUDA_HISTOGRAM_TILES = tiles
 seconds = time_calls(call, device, warmup=3, min_iterations=20, seconds=1.5)
-results["before-again"] = dict(ms=float(np.median(seconds) * 1e3), pairs_per_s=float(batch / np.median(seconds)))
+median = float(np.median(seconds))
+results["before-again"] = dict(ms=median * 1e3, pairs_per_s=batch / median)
 print("before-again", results["before-again"], flush=True)
 for full, network in (("before", "net-before"), ("tiles64+pad", "net-pad"), ("tiles256+pad", "net-pad"),
                       ("tiles16+pad", "net-pad")):

@@ -6,8 +6,9 @@ decoder) timed apart in eager mode, and the costliest kernels of the eager and t
 Eager and compiled run the engines' network (BatchNorm folded, channels_last) under fp16
 autocast (bf16 on a CPU), rule saliency+cam. The compiled path is ``torch.compile`` without CUDA
 graphs, so the profiler sees each kernel. Kernel times are device (self) times per call, summed
-over the kernels of one name; a kernel's share is over the whole call's time. Stage times come from CUDA events around each stage; the
-stages' sum is a little above the whole call, which overlaps launches.
+over the kernels of one name; a kernel's share is over the whole call's time. Stage times come
+from CUDA events around each stage; the stages' sum is a little above the whole call, which
+overlaps launches.
 """
 
 from __future__ import annotations
