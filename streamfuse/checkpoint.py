@@ -46,16 +46,35 @@ def save_checkpoint(model: DIDFuse, path: str | Path, metadata: dict | None = No
     return path
 
 
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """The line of a weights-only refusal that names what was refused (PyTorch puts a generic
+    paragraph about ``weights_only`` first)."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if detail:
+            return detail[0]
+    return (text.strip().splitlines() or ["unpickling refused"])[0]
+
+
 def _read_checkpoint_file(path: Path) -> object:
     if not path.is_file():
         raise StreamFuseError(f"{path}: no such checkpoint file (give --weights a .pt file)")
+    with path.open("rb") as file:
+        head = file.read(4)
+    # torch.save writes a zip archive (PK..), older versions a bare pickle (protocol byte 0x80).
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        raise StreamFuseError(
+            f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); give a .pt "
+            "file written by `streamfuse train` or `streamfuse import-weights`"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0]
         raise StreamFuseError(
-            f"{path}: refused to load: it holds objects other than tensors ({first_line}); "
-            "only plain checkpoints are loaded"
+            f"{path}: refused to load: it holds objects other than tensors "
+            f"({_unpickler_reason(error)}); only plain checkpoints are loaded"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         first_line = (str(error).strip().splitlines() or ["unreadable"])[0]

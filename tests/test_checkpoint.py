@@ -40,6 +40,14 @@ def test_truncated_file(tmp_path):
         load_checkpoint(path)
 
 
+def test_file_of_another_format(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("these are not weights\n")
+    with pytest.raises(StreamFuseError, match="notes.pt: not a PyTorch checkpoint") as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value)
+
+
 def test_wrong_shape(tmp_path):
     path = save_checkpoint(DIDFuse(DIDFuseConfig(features=16)), tmp_path / "small.pt")
     payload = torch.load(path, weights_only=True)
@@ -63,8 +71,10 @@ class Payload:
 def test_code_in_checkpoint_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "streamfuse-checkpoint", "thing": Payload()}, path)
-    with pytest.raises(StreamFuseError, match="refused to load"):
+    with pytest.raises(StreamFuseError, match="refused to load") as error:
         load_checkpoint(path)
+    # The refusal names what was refused, not PyTorch's general advice on weights_only.
+    assert "Payload" in str(error.value) and "weights_only" not in str(error.value)
 
 
 # --- the authors' layout, written independently of our importer -------------------------------

@@ -184,6 +184,13 @@ def test_shape_cache_keeps_the_most_recently_used_shapes():
     assert list(cache) == [(1, 1, 8, 8), (1, 1, 9, 9)]
 
 
+def test_bad_device_names_fail_with_one_line(weights):
+    for device, message in [("cuda:x", "'cuda:x' is not a device name"), ("mps", "only cpu and cuda")]:
+        with pytest.raises(StreamFuseError, match=message) as error:
+            create_fuser(weights, RULE, "eager", "fp32", device)
+        assert "\n" not in str(error.value)
+
+
 def test_auto_precision_follows_the_device():
     cpu = resolve_precision("auto", "eager", torch.device("cpu"))
     assert cpu == ("bf16" if cpu_supports_bf16() else "fp32")

@@ -68,7 +68,10 @@ def engine_available(engine: str) -> bool:
 
 def resolve_device(name: str | torch.device) -> torch.device:
     """``name`` as a device, checked: CUDA must be visible to this PyTorch."""
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise StreamFuseError(f"device {str(name)!r} is not a device name; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise StreamFuseError(f"device {str(name)!r}: this PyTorch sees no CUDA GPU; use --device cpu")
     if device.type not in ("cpu", "cuda"):
