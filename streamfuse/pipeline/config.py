@@ -38,6 +38,9 @@ class SourceConfig:
         it were live).
     reconnect_delay_s, reconnect_max_s: live sources that fail are reopened after a delay that
         doubles from the first value up to the second.
+    open_timeout_s: ``camera``: a camera that has not given its first frame this many seconds
+        after the start is an error (a wrong index or URL), None waits for ever; once it has
+        delivered, a lost camera is reopened for as long as the run lasts.
     """
 
     kind: Literal["file", "camera", "folder", "zmq"] = "file"
@@ -49,6 +52,7 @@ class SourceConfig:
     realtime: bool = False
     reconnect_delay_s: float = 0.5
     reconnect_max_s: float = 10.0
+    open_timeout_s: float | None = 30.0
 
     def __post_init__(self) -> None:
         needs = {"file": "path", "folder": "path", "camera": "uri", "zmq": "uri"}[self.kind]
@@ -65,6 +69,8 @@ class SourceConfig:
             raise ValueError(f"'stream' must be >= 0, got {self.stream}")
         if self.reconnect_delay_s <= 0 or self.reconnect_max_s < self.reconnect_delay_s:
             raise ValueError("'reconnect_delay_s' must be > 0 and at most reconnect_max_s")
+        if self.open_timeout_s is not None and self.open_timeout_s <= 0:
+            raise ValueError(f"'open_timeout_s' must be positive (or null to wait for ever), got {self.open_timeout_s}")
 
     @property
     def live(self) -> bool:

@@ -9,6 +9,7 @@ File errors raise :class:`StreamFuseError`; live sources reopen themselves with 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -175,6 +176,18 @@ class FolderSource:
         pass
 
 
+@contextlib.contextmanager
+def quiet_opencv():
+    """OpenCV's own log off while a capture opens: a missing camera makes each of its backends
+    print several lines per attempt; our one warning per attempt says what happened."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 class _Backoff:
     """Reconnect delays: ``first``, doubling up to ``longest``; reset after a good frame."""
 
@@ -193,14 +206,16 @@ class _Backoff:
 class CaptureSource:
     """A camera or stream URL through OpenCV ``VideoCapture``; timestamps are ``time.monotonic()``
     when a frame is read. A device that fails to open or stops delivering is reopened with
-    backoff until ``stop`` is set, so the run survives cable pulls and RTSP drop-outs.
-    ``reconnects`` counts the failed opens and lost streams."""
+    backoff until ``stop`` is set, so the run survives cable pulls and RTSP drop-outs; but one
+    that has given no frame ``open_timeout_s`` after the start raises (a wrong index or URL is
+    more likely than a slow camera). ``reconnects`` counts the failed opens and lost streams."""
 
     live = True
     frame_count = None
 
     def __init__(self, uri: str, role: str, stop: threading.Event, fps: float | None = None,
-                 color: str = "auto", reconnect_delay_s: float = 0.5, reconnect_max_s: float = 10.0):
+                 color: str = "auto", reconnect_delay_s: float = 0.5, reconnect_max_s: float = 10.0,
+                 open_timeout_s: float | None = 30.0):
         self.uri = uri
         self.role = role
         self.color = color
@@ -211,13 +226,16 @@ class CaptureSource:
         self._backoff = _Backoff(reconnect_delay_s, reconnect_max_s, stop)
         self._capture: cv2.VideoCapture | None = None
         self._index = 0
+        self._open_timeout_s = open_timeout_s
+        self._started = time.monotonic()
         self.fps = fps
         self._open()
         if self.fps is None:
             self.fps = DEFAULT_LIVE_FPS
 
     def _open(self) -> bool:
-        capture = cv2.VideoCapture(self._target)
+        with quiet_opencv():
+            capture = cv2.VideoCapture(self._target)
         if not capture.isOpened():
             capture.release()
             self.reconnects += 1
@@ -230,9 +248,18 @@ class CaptureSource:
                 self.fps = float(reported)
         return True
 
+    def _check_first_frame_due(self) -> None:
+        waited = time.monotonic() - self._started
+        if self._index == 0 and self._open_timeout_s is not None and waited > self._open_timeout_s:
+            raise StreamFuseError(
+                f"{self.role} camera {self.uri}: no frame {waited:.0f} s after the start; check the "
+                f"device index or URL ({self.role}.uri), or wait longer with {self.role}.open_timeout_s"
+            )
+
     def read(self) -> Frame | None:
         while not self._stop.is_set():
             if self._capture is None and not self._open():
+                self._check_first_frame_due()
                 self._backoff.wait()
                 continue
             ok, image = self._capture.read()
@@ -242,6 +269,7 @@ class CaptureSource:
                 self.reconnects += 1
                 log.warning("%s camera %s: no frame (disconnected?); reopening in %.1f s",
                             self.role, self.uri, self._backoff.delay)
+                self._check_first_frame_due()
                 self._backoff.wait()
                 continue
             self._backoff.reset()
@@ -317,5 +345,5 @@ def open_source(config: SourceConfig, role: str, stop: threading.Event,
         return FolderSource(files, role, config.fps, config.color, config.realtime)
     if config.kind == "camera":
         return CaptureSource(config.uri, role, stop, config.fps, config.color,
-                             config.reconnect_delay_s, config.reconnect_max_s)
+                             config.reconnect_delay_s, config.reconnect_max_s, config.open_timeout_s)
     return ZmqSource(config.uri, role, stop, config.fps, config.color)
