@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     except StreamFuseError as error:
         print(f"streamfuse {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # A path the system refused (no such folder, no permission, disk full): name it, in one
+        # line; the commands' own checks give the more specific messages.
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"streamfuse {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"streamfuse {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -129,3 +129,15 @@ def test_missing_file_and_unknown_rule_are_one_line_errors(tmp_path, weights, ca
                  "--weights", str(weights), "--rule", "median"]) == 2
     err = capsys.readouterr().err.strip()
     assert "median" in err and "saliency+cam" in err and len(err.splitlines()) == 1
+
+
+def test_output_where_no_folder_can_be_made_is_a_one_line_error(tmp_path, weights, capsys):
+    ir, vis = small_real_pair()
+    ir_path, vis_path = write_pair(tmp_path, "x", ir, vis)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    code = main(["fuse", "--ir", str(ir_path), "--vis", str(vis_path), "-o", str(blocker / "sub" / "o.png"),
+                 "--weights", str(weights)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err == f"streamfuse fuse: error: {blocker / 'sub'}: Not a directory"

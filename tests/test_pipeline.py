@@ -125,6 +125,15 @@ def last_error_line(capsys) -> str:
     return lines[-1]
 
 
+def test_unknown_fusion_rule_in_config_names_file_line_and_rules(tmp_path, clips, weights, capsys):
+    config = base_config(*clips, weights, inference={"fusion": "salency"},
+                         sinks={"folder": {"path": str(tmp_path / "out")}})
+    code, _ = run_cli(tmp_path, config)
+    message = last_error_line(capsys)
+    assert code == 2 and message.startswith(f"streamfuse run: error: {tmp_path / 'run.yaml'}:")
+    assert "'inference.fusion'" in message and "'salency'" in message and "saliency+cam" in message
+
+
 def test_bad_config_is_a_one_line_error_naming_file_line_and_key(tmp_path, clips, weights, capsys):
     config = base_config(*clips, weights, sinks={"folder": {"path": str(tmp_path / "out")}})
     config["sinks"]["vidoe"] = {"path": "x.mp4"}

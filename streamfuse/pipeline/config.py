@@ -14,6 +14,7 @@ from streamfuse.config import load_yaml
 from streamfuse.errors import StreamFuseError
 from streamfuse.engines import ENGINES, PRECISIONS
 from streamfuse.fuser import DEFAULT_WEIGHTS
+from streamfuse.fusion import RULES
 from streamfuse.pipeline.wire import DEFAULT_URL
 
 SOURCE_KINDS = ("file", "camera", "folder", "zmq")
@@ -111,6 +112,8 @@ class InferenceConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.fusion not in RULES:
+            raise ValueError(f"'fusion' must be one of {', '.join(RULES)}; got {self.fusion!r}")
         if self.engine not in ("auto", *ENGINES):
             raise ValueError(f"'engine' must be one of auto, {', '.join(ENGINES)}; got {self.engine!r}")
         if self.precision not in ("auto", *PRECISIONS):
