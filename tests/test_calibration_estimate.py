@@ -377,8 +377,9 @@ def test_auto_refuses_blank_frames_without_writing(tmp_path, capsys):
     output = tmp_path / "pair.yaml"
     assert _calibrate("--auto", "--ir", tmp_path / "ir.png", "--vis", tmp_path / "vis.png",
                       "-o", output) == 2
-    error = capsys.readouterr().err
-    assert "unreliable" in error and "no file written" in error
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert error.startswith("streamfuse calibrate: error: ")
+    assert "frame is blank" in error and "no file written" in error
     assert not output.exists()
 
 

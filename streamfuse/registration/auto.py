@@ -646,6 +646,11 @@ def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarr
     return initial, fit.start_score, fit.start_score, "start"
 
 
+def is_blank(frame: np.ndarray) -> bool:
+    """Whether an 8-bit frame is one uniform gray (within one level): nothing to align."""
+    return int(frame.max()) - int(frame.min()) <= 1
+
+
 def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
                     initial: np.ndarray | None = None,
                     ir_valid: list[np.ndarray] | None = None,
@@ -672,9 +677,17 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     ir_valid = [(np.asarray(mask) > 0).astype(np.uint8) * 255 for mask in ir_valid]
     fits = []
     for ir, vis, valid in zip(ir_frames, vis_frames, ir_valid):
-        fits.append(fit_pair(ir, vis, initial, valid, settings))
+        # A uniform frame (lens cap, a camera still starting) has no edge to align: its pair
+        # is left out.
+        if not (is_blank(ir) or is_blank(vis)):
+            fits.append(fit_pair(ir, vis, initial, valid, settings))
         if progress is not None:
             progress()
+    if not fits:
+        raise StreamFuseError(
+            f"automatic registration is impossible: in all {len(ir_frames)} frame pairs the IR or "
+            "the visible frame is blank (one uniform gray): no file written; use frames in which "
+            "both cameras see the scene")
     start_confidence = float(np.median([fit.start_score for fit in fits]))
     # Frames whose scene matches at several places say nothing about which one is right.
     clear = [fit for fit in fits if not fit.ambiguous]
