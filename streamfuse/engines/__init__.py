@@ -73,7 +73,8 @@ def resolve_device(name: str | torch.device) -> torch.device:
     except RuntimeError:
         raise StreamFuseError(f"device {str(name)!r} is not a device name; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise StreamFuseError(f"device {str(name)!r}: this PyTorch sees no CUDA GPU; use --device cpu")
+        raise StreamFuseError(f"device {str(name)!r}: this PyTorch sees no CUDA GPU; use device cpu, "
+                              "or install a CUDA build of PyTorch")
     if device.type not in ("cpu", "cuda"):
         raise StreamFuseError(f"device {str(name)!r}: only cpu and cuda are supported")
     return device
