@@ -1,17 +1,28 @@
-"""A/B of two CUDA changes in one process: the saliency histogram counted in pixel tiles
-(``streamfuse.fusion.CUDA_HISTOGRAM_TILES``) and conv1's input padded to 8 channels
-(``pad_input_channels``); ``torch.compile`` with CUDA graphs, fp16 autocast, rule saliency+cam
-(and rule sum for the network alone), each variant timed right after it is built.
+"""A/B of candidate changes to the compiled CUDA path, in one process on one input: each variant
+is built, compiled (``torch.compile`` with CUDA graphs, fp16 autocast) and timed right after, and
+the first variant is timed again at the end to show drift. Rule saliency+cam, and rule sum for
+the network alone (the fusion layer's share).
 
-    python bench/gpu_ab.py cuda 32 640x512 bench/results/gpu-h200-ab-histogram-tiles-channel-padding.json
+    python bench/gpu_ab.py [--device cuda] [--batch 32] [--size 640x512] [--set next] [--out F.json]
 
-The recorded run (session 4) padded conv7's output channel to 8 as well, since dropped.
+Sets of variants:
+
+- ``session4``: what the session-4 run measured (bench/results/gpu-h200-ab-histogram-tiles-
+  channel-padding.json): one histogram per plane vs 16/64/256 pixel tiles
+  (``streamfuse.fusion.CUDA_HISTOGRAM_TILES``), with and without conv1's input padded to 8
+  channels (``pad_input_channels``; that run widened conv7's output as well, since dropped).
+- ``next``: candidates not measured yet: the graph rewrites the OpenVINO engine uses
+  (``rewrite_for_graph_compiler``: LeakyReLU, a decoder without concatenations) and Inductor's
+  coordinate-descent tuning of its Triton kernels.
 """
+
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,35 +32,54 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import streamfuse.fusion as fusion  # noqa: E402
-from streamfuse.bench import as_batch, bench_pair, time_calls  # noqa: E402
+from streamfuse.bench import as_batch, bench_pair, parse_resolutions, time_calls  # noqa: E402
 from streamfuse.commands.bench import load_model  # noqa: E402
-from streamfuse.engines.optimize import fold_zero_padding, pad_input_channels  # noqa: E402
+from streamfuse.engines.optimize import (  # noqa: E402
+    fold_zero_padding, pad_input_channels, rewrite_for_graph_compiler,
+)
 from streamfuse.fuser import Fuser, to_uint8  # noqa: E402
 
-device = torch.device(sys.argv[1])
-batch = int(sys.argv[2])
-width, height = map(int, sys.argv[3].split("x"))
-out_path = Path(sys.argv[4])
-# Every variant is one more compiled entry of FusionNet.forward.
-torch._dynamo.config.recompile_limit = 64
-cuda = device.type == "cuda"
-torch.backends.cudnn.benchmark = True
-dtype = torch.float16 if cuda else torch.bfloat16
-model, _ = load_model(None)
-ir_image, vis_image = bench_pair(width, height)
-ir = as_batch(ir_image, batch, device).contiguous(memory_format=torch.channels_last)
-vis = as_batch(vis_image, batch, device).contiguous(memory_format=torch.channels_last)
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    rule: str = "saliency+cam"
+    pad: bool = True  # conv1's input padded to 8 channels
+    graph_rewrites: bool = False  # rewrite_for_graph_compiler
+    tiles: int = 64  # CUDA_HISTOGRAM_TILES
+    inductor: dict = field(default_factory=dict)  # extra torch.compile options
 
 
-def build(rule, pad, tiles):
-    fusion.CUDA_HISTOGRAM_TILES = tiles
-    fuser = Fuser(model, rule, device, fold_bn=True)
-    fold_zero_padding(fuser.net)
-    if pad:
-        pad_input_channels(fuser.net)
-    net = fuser.net.to(memory_format=torch.channels_last)
-    kw = dict(mode="reduce-overhead") if cuda else {}
-    compiled = torch.compile(net, fullgraph=True, dynamic=False, **kw)
+SETS = {
+    "session4": [
+        Variant("before", pad=False, tiles=1), Variant("tiles64", pad=False),
+        Variant("tiles64+pad"), Variant("tiles256+pad", tiles=256), Variant("tiles16+pad", tiles=16),
+        Variant("net-before", rule="sum", pad=False, tiles=1), Variant("net-pad", rule="sum"),
+    ],
+    "next": [
+        Variant("current"), Variant("graph-rewrites", graph_rewrites=True),
+        Variant("coordinate-descent", inductor={"coordinate_descent_tuning": True}),
+        Variant("net-current", rule="sum"), Variant("net-graph-rewrites", rule="sum", graph_rewrites=True),
+    ],
+}
+
+
+def build(variant: Variant, model, device: torch.device, ir: torch.Tensor, vis: torch.Tensor):
+    """A call running ``variant`` on (ir, vis); compiled on its first call."""
+    fusion.CUDA_HISTOGRAM_TILES = variant.tiles
+    net = Fuser(model, variant.rule, device, fold_bn=True).net
+    if variant.graph_rewrites:
+        rewrite_for_graph_compiler(net)
+    else:
+        fold_zero_padding(net)
+    if variant.pad:
+        pad_input_channels(net)
+    net = net.to(memory_format=torch.channels_last)
+    cuda = device.type == "cuda"
+    # mode="reduce-overhead" is triton.cudagraphs; options and mode cannot both be given.
+    options = {"triton.cudagraphs": True} if cuda else {}
+    compiled = torch.compile(net, fullgraph=True, dynamic=False, options={**options, **variant.inductor})
+    dtype = torch.float16 if cuda else torch.bfloat16
 
     def call():
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype):
@@ -59,36 +89,62 @@ def build(rule, pad, tiles):
     return call
 
 
-# name, rule, pad conv1's input, histogram tiles
-variants = [("before", "saliency+cam", False, 1), ("tiles64", "saliency+cam", False, 64),
-            ("tiles64+pad", "saliency+cam", True, 64), ("tiles256+pad", "saliency+cam", True, 256),
-            ("tiles16+pad", "saliency+cam", True, 16),
-            ("net-before", "sum", False, 1), ("net-pad", "sum", True, 64)]
-results, outputs, calls = {}, {}, {}
-for name, rule, pad, tiles in variants:
-    started = time.perf_counter()
-    call = build(rule, pad, tiles)
-    outputs[name] = call()
-    build_s = time.perf_counter() - started
-    seconds = time_calls(call, device, warmup=3, min_iterations=20, seconds=1.5)
-    ref = outputs["before"] if rule != "sum" else outputs["net-before"]
-    diff = (to_uint8(outputs[name].cpu()).int() - to_uint8(ref.cpu()).int()).abs()
-    median = float(np.median(seconds))
-    results[name] = dict(ms=median * 1e3, pairs_per_s=batch / median, build_s=build_s,
-                         diff_mean=float(diff.float().mean()), diff_max=int(diff.max()))
-    print(name, results[name], flush=True)
-    calls[name] = (call, tiles)
-call, tiles = calls["before"]
-fusion.CUDA_HISTOGRAM_TILES = tiles
-seconds = time_calls(call, device, warmup=3, min_iterations=20, seconds=1.5)
-median = float(np.median(seconds))
-results["before-again"] = dict(ms=median * 1e3, pairs_per_s=batch / median)
-print("before-again", results["before-again"], flush=True)
-for full, network in (("before", "net-before"), ("tiles64+pad", "net-pad"), ("tiles256+pad", "net-pad"),
-                      ("tiles16+pad", "net-pad")):
-    share = (results[full]["ms"] - results[network]["ms"]) / results[network]["ms"]
-    results[full]["fusion_share"] = share
-    print(f"{full}: fusion layer {100 * share:.0f}% of the network", flush=True)
-report = dict(device=torch.cuda.get_device_name() if cuda else "cpu", batch=batch,
-              size=f"{width}x{height}", torch=torch.__version__, results=results)
-out_path.write_text(json.dumps(report, indent=2) + "\n")
+def timing(call, device: torch.device, batch: int) -> dict:
+    median = float(np.median(time_calls(call, device, warmup=3, min_iterations=20, seconds=1.5)))
+    return {"ms": median * 1e3, "pairs_per_s": batch / median}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", default="640x512", help="WIDTHxHEIGHT")
+    parser.add_argument("--set", default="next", choices=sorted(SETS))
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "gpu-ab.json")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    (width, height), = parse_resolutions(args.size)
+    # Every variant is one more compiled entry of FusionNet.forward.
+    torch._dynamo.config.recompile_limit = 64
+    torch.backends.cudnn.benchmark = True
+    model, _ = load_model(None)
+    ir_image, vis_image = bench_pair(width, height)
+    ir, vis = (as_batch(image, args.batch, device).contiguous(memory_format=torch.channels_last)
+               for image in (ir_image, vis_image))
+    variants = SETS[args.set]
+    results, first_output, calls = {}, {}, {}
+    for variant in variants:
+        started = time.perf_counter()
+        call = build(variant, model, device, ir, vis)
+        output = call()
+        build_s = time.perf_counter() - started
+        reference = first_output.setdefault(variant.rule, output)
+        levels = (to_uint8(output.cpu()).int() - to_uint8(reference.cpu()).int()).abs()
+        results[variant.name] = {**timing(call, device, args.batch), "build_s": build_s,
+                                 "diff_mean": float(levels.float().mean()), "diff_max": int(levels.max())}
+        calls[variant.name] = call
+        print(variant.name, results[variant.name], flush=True)
+    first = variants[0]
+    fusion.CUDA_HISTOGRAM_TILES = first.tiles  # its compiled graph's guard: no recompilation
+    results[f"{first.name}-again"] = timing(calls[first.name], device, args.batch)
+    print(f"{first.name}-again", results[f"{first.name}-again"], flush=True)
+    networks = [v for v in variants if v.rule == "sum"]
+    for variant in variants:
+        same_network = [n for n in networks
+                        if (n.pad, n.graph_rewrites) == (variant.pad, variant.graph_rewrites)]
+        if variant.rule != "sum" and same_network:
+            full, alone = results[variant.name]["ms"], results[same_network[0].name]["ms"]
+            share = (full - alone) / alone
+            results[variant.name]["fusion_share"] = share
+            print(f"{variant.name}: fusion layer {100 * share:.0f}% of the network", flush=True)
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    report = {"device": gpu,
+              "batch": args.batch, "size": args.size, "torch": torch.__version__, "set": args.set,
+              "variants": [v.__dict__ for v in variants], "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

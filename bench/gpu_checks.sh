@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks we run on a lent CUDA GPU, in one go: the CUDA tests, `streamfuse bench` on CUDA at
 # 640x512 (eager fp32/fp16 and torch.compile fp16, several batch sizes) and 1280x1024, where the
-# time of a compiled batch goes (bench/gpu_profile.py), and the demo pipeline on the GPU.
+# time of a compiled batch goes (bench/gpu_profile.py), the candidate changes not measured yet
+# (bench/gpu_ab.py --set next), and the demo pipeline on the GPU.
 #
 #   OUT=bench/results/gpu STREAMFUSE_DATA=../shared/data bash bench/gpu_checks.sh
 #
@@ -9,7 +10,7 @@
 # package runs from the checkout with PYTHONPATH=. ; PyAV and pyzmq travel as wheels
 # (`pip download --only-binary=:all: --python-version 3.12 ... av pyzmq`), and the tests need
 # tno pairs 0-4 and flir-test pair 0 of ../shared/data copied into the checkout
-# (STREAMFUSE_DATA). About 5 minutes on an H200. Each step has its own time limit, so a slow
+# (STREAMFUSE_DATA). About 7 minutes on an H200. Each step has its own time limit, so a slow
 # compile cannot cost the steps after it; the log keeps every progress line even when a step is
 # cut off before it writes its JSON.
 set -u
@@ -39,7 +40,10 @@ step 90 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --e
 step 110 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 1280x1024 --engines eager,compile \
     --precisions fp16 --batch-sizes 8 -o "$OUT/cuda-1280x1024.json"
 step 120 python3 bench/gpu_profile.py --device cuda --batch 32 --out "$OUT/gpu-profile-640x512-b32.json"
+step 150 python3 bench/gpu_ab.py --device cuda --batch 32 --size 640x512 --set next --out "$OUT/gpu-ab-next.json"
 step 120 python3 -m streamfuse.cli run configs/demo.yaml --set inference.device=cuda \
     --set inference.engine=compile --set sinks.video.path=/tmp/demo_cuda.mp4 --stats /tmp/demo-cuda-stats.json
-# Into the log rather than a ninth file: the device tool brings back eight.
+# Into the log rather than one more file.
 step 5 cat /tmp/demo-cuda-stats.json
+# The tables are in the log too; the device tool brings back eight files.
+rm -f "$OUT"/cuda-*.txt
