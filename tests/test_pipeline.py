@@ -335,15 +335,15 @@ def test_live_source_that_is_missing_at_start_is_reopened_while_the_other_runs(t
 
 
 def test_camera_that_never_gives_a_frame_ends_the_run_with_one_line(tmp_path, clips, weights, capsys):
-    # A wrong device index or URL: OpenCV cannot open it. The run must not wait for ever.
+    # A wrong device index or URL: OpenCV cannot open it. The run must end (the visible
+    # "camera" replays its file for ever), with the IR camera's error as its last line.
     config = base_config(*clips, weights, sync={}, sinks={"folder": {"path": str(tmp_path / "fused")}})
     config["ir"] = {"kind": "camera", "uri": str(tmp_path / "no-such-camera"), "reconnect_delay_s": 0.05,
                     "reconnect_max_s": 0.1, "open_timeout_s": 0.5}
     config["vis"] = {"kind": "camera", "uri": str(clips[1]), "reconnect_delay_s": 0.01}
-    started = time.monotonic()
     code, stats = run_cli(tmp_path, config)
     message = last_error_line(capsys)
-    assert code != 0 and time.monotonic() - started < 30  # ends (liveness), not a speed claim
+    assert code != 0
     assert message.startswith(f"streamfuse run: error: ir camera {tmp_path / 'no-such-camera'}: no frame")
     assert "ir.uri" in message and "ir.open_timeout_s" in message
     assert stats["sources"]["ir"]["reconnects"] >= 2 and stats["frames_written"] == 0
