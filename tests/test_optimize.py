@@ -75,7 +75,7 @@ def test_input_channel_padding_keeps_the_function(inputs):
 
 def test_prelu_becomes_leaky_relu_with_the_learned_slope():
     model = fold_model(random_model(seed=5))
-    slopes = [float(m.weight) for m in model.modules() if isinstance(m, nn.PReLU)]
+    slopes = [float(m.weight.detach()) for m in model.modules() if isinstance(m, nn.PReLU)]
     prelu_as_leaky_relu(model)
     assert not any(isinstance(m, nn.PReLU) for m in model.modules())
     assert [m.slope for m in model.modules() if isinstance(m, LeakyReLU)] == pytest.approx(slopes)
