@@ -12,8 +12,10 @@ Sets of variants:
   (``streamfuse.fusion.CUDA_HISTOGRAM_TILES``), with and without conv1's input padded to 8
   channels (``pad_input_channels``; that run widened conv7's output as well, since dropped).
 - ``next``: candidates not measured yet: the graph rewrites the OpenVINO engine uses
-  (``rewrite_for_graph_compiler``: LeakyReLU, a decoder without concatenations) and Inductor's
-  coordinate-descent tuning of its Triton kernels.
+  (``rewrite_for_graph_compiler``: LeakyReLU, a decoder without concatenations), Inductor's
+  coordinate-descent tuning of its Triton kernels, and freezing (weights as constants).
+- ``autotune``: Inductor's max-autotune (Triton convolutions with fused epilogues), against the
+  current path; minutes of compilation, so on its own.
 """
 
 from __future__ import annotations
@@ -59,8 +61,11 @@ SETS = {
     "next": [
         Variant("current"), Variant("graph-rewrites", graph_rewrites=True),
         Variant("coordinate-descent", inductor={"coordinate_descent_tuning": True}),
+        Variant("freezing", inductor={"freezing": True}),
         Variant("net-current", rule="sum"), Variant("net-graph-rewrites", rule="sum", graph_rewrites=True),
     ],
+    # Triton convolution templates with fused epilogues; compiles for minutes: run on its own.
+    "autotune": [Variant("current"), Variant("max-autotune", inductor={"max_autotune": True})],
 }
 
 
