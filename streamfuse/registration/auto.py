@@ -362,14 +362,6 @@ def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.n
     return sorted(refined, key=lambda candidate: -candidate[1])
 
 
-def coarse_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
-                     ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
-    """The best of ``coarse_candidates``: a start within a few pixels for the fine stage (the
-    search's own ranking, at a small width and integer shifts, is not decisive between close
-    scores; the refined correlation is)."""
-    return coarse_candidates(ir_frame, vis_frame, initial, ir_valid, settings)[0][0]
-
-
 def ambiguous(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, int],
               settings: AutoSettings) -> bool:
     """Whether another coarse candidate, ending more than ``ambiguity_px`` from the best one
@@ -632,18 +624,6 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
                    tile_gains=tolerated - per_tile[0],
                    ambiguous=ambiguous(coarse_options, (ir_frame.shape[1], ir_frame.shape[0]),
                                        settings))
-
-
-def register_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
-                  ir_valid: np.ndarray, settings: AutoSettings
-                  ) -> tuple[np.ndarray, float, float, str]:
-    """Align one (H_ir, W_ir) uint8 IR frame to one (H_vis, W_vis) uint8 visible frame from the
-    (3, 3) ``initial`` homography. Returns (homography, its score, the initial's score, model);
-    an already-aligned pair keeps ``initial``: moving must pay off significantly."""
-    fit = fit_pair(ir_frame, vis_frame, initial, ir_valid, settings)
-    if significantly_better(fit.tile_gains, settings):
-        return fit.homography, fit.score, fit.start_score, fit.model
-    return initial, fit.start_score, fit.start_score, "start"
 
 
 def is_blank(frame: np.ndarray) -> bool:
