@@ -370,6 +370,19 @@ def test_auto_refuses_a_repetitive_scene():
         auto.check_reliable(result)
 
 
+def test_auto_leaves_out_a_pair_with_a_blank_frame():
+    # A camera still starting (one uniform frame) next to a good pair: the estimate comes from
+    # the good pair alone, the same as without the blank one.
+    ir, vis = (_small(image, 320) for image in read_pair("tno", 7))
+    warp = random_homography(np.random.default_rng(8), (ir.shape[1], ir.shape[0]), max_shift_px=15)
+    moved, valid = _warped(ir, warp)
+    blank = np.full_like(moved, 90)
+    alone = auto.register_frames([moved], [vis], ir_valid=[valid])
+    with_blank = auto.register_frames([blank, moved], [vis, vis], ir_valid=[valid, valid])
+    assert with_blank.frames_used == 1 and with_blank.ambiguous_frames == 0
+    np.testing.assert_allclose(with_blank.homography, alone.homography, rtol=0, atol=1e-9)
+
+
 def test_auto_refuses_blank_frames_without_writing(tmp_path, capsys):
     blank = np.full((96, 128), 40, np.uint8)
     cv2.imwrite(str(tmp_path / "ir.png"), blank)
