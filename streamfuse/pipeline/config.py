@@ -71,7 +71,8 @@ class SourceConfig:
         if self.reconnect_delay_s <= 0 or self.reconnect_max_s < self.reconnect_delay_s:
             raise ValueError("'reconnect_delay_s' must be > 0 and at most reconnect_max_s")
         if self.open_timeout_s is not None and self.open_timeout_s <= 0:
-            raise ValueError(f"'open_timeout_s' must be positive (or null to wait for ever), got {self.open_timeout_s}")
+            raise ValueError("'open_timeout_s' must be positive (or null to wait for ever), "
+                             f"got {self.open_timeout_s}")
 
     @property
     def live(self) -> bool:
