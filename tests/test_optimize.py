@@ -13,7 +13,10 @@ from streamfuse.engines.optimize import (
     fold_zero_padding,
     pad_input_channels,
     prelu_as_leaky_relu,
+    TapPlanesLayer,
+    TapSumLayer,
     rewrite_for_graph_compiler,
+    taps_for_narrow_convs,
 )
 from streamfuse.fuser import FusionNet
 from streamfuse.model import ConvLayer, DIDFuse, Features, fold_model
@@ -71,6 +74,56 @@ def test_input_channel_padding_keeps_the_function(inputs):
         expected, actual = plain(ir, vis), padded(ir, vis)
     assert actual.shape == expected.shape and expected.std() > 1e-3
     torch.testing.assert_close(actual, expected, rtol=0, atol=TOLERANCE)
+
+
+def tap_rewritten(seed: int) -> tuple[FusionNet, FusionNet]:
+    plain = fold_zero_padding(FusionNet(fold_model(random_model(seed=seed)), "saliency+cam").eval())
+    return plain, taps_for_narrow_convs(copy.deepcopy(plain))
+
+
+@pytest.mark.parametrize("inputs", ["random", "real"])
+def test_narrow_convs_as_taps_keep_the_function(inputs):
+    # The CUDA engines' rewrite of conv1 (one input channel) and conv7 (one output channel).
+    plain, rewritten = tap_rewritten(seed=8)
+    assert isinstance(rewritten.encoder.conv1, TapSumLayer)
+    assert isinstance(rewritten.decoder.conv7, TapPlanesLayer)
+    assert isinstance(rewritten.encoder.conv2, ConvLayer)  # 64 channels both sides: untouched
+    ir, vis = random_input(seed=9) if inputs == "random" else real_input()
+    with torch.no_grad():
+        expected, actual = plain(ir, vis), rewritten(ir, vis)
+    assert actual.shape == expected.shape and expected.std() > 1e-3
+    torch.testing.assert_close(actual, expected, rtol=0, atol=TOLERANCE)
+
+
+def test_tap_layers_match_their_conv_layers_with_zero_and_reflection_padding():
+    generator = torch.Generator().manual_seed(10)
+    x_narrow = torch.randn(2, 2, 11, 13, generator=generator)
+    x_wide = torch.randn(2, 24, 11, 13, generator=generator)
+    for padding in ("zero", "reflection"):
+        narrow_in = ConvLayer(2, 16, padding, nn.PReLU()).eval()
+        narrow_out = ConvLayer(24, 1, padding, nn.Sigmoid()).eval()
+        for layer in (narrow_in, narrow_out):
+            randomise_batchnorm(layer, seed=11)
+        fold_zero_padding(narrow_out)  # the conv's own padding=1 is handled too
+        with torch.no_grad():
+            torch.testing.assert_close(TapSumLayer(narrow_in)(x_narrow), narrow_in(x_narrow),
+                                       rtol=0, atol=TOLERANCE)
+            torch.testing.assert_close(TapPlanesLayer(narrow_out)(x_wide), narrow_out(x_wide),
+                                       rtol=0, atol=TOLERANCE)
+
+
+def test_tap_rewrites_compile_and_follow_autocast():
+    plain, rewritten = tap_rewritten(seed=12)
+    ir, vis = real_input(height=48, width=64)
+    compiled = torch.compile(rewritten, fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        expected = plain(ir, vis)
+        torch.testing.assert_close(compiled(ir, vis), expected, rtol=0, atol=TOLERANCE)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            f1 = rewritten.encoder.conv1(ir)
+            reduced = rewritten(ir, vis)
+    assert f1.dtype == torch.bfloat16  # what the conv it replaces returns under autocast
+    assert (reduced.float() - expected).abs().max() < 4 / 255
 
 
 def test_prelu_becomes_leaky_relu_with_the_learned_slope():

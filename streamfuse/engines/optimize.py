@@ -10,6 +10,13 @@ compilers map the rewritten form onto faster kernels:
 - :func:`pad_input_channels`: conv1 reads its 1-channel image padded with zero channels to 8;
   with 1 channel cuDNN falls back to a generic fp16 kernel (bench/gpu_profile.py on an H200,
   batch of 32 at 640x512: conv1 3.7 ms -> 2.9 ms for both cameras).
+- :class:`TapSumLayer` (CUDA, compiled): conv1, with one input channel, as the sum of its nine
+  shifted inputs times per-channel weights: Inductor writes it, with its activation, as one
+  pointwise kernel instead of a cuDNN call at a few % of the tensor cores' rate plus a pass for
+  the activation.
+- :class:`TapPlanesLayer` (CUDA): conv7, with one output channel, as a 1x1 convolution to its
+  nine tap planes (a plain GEMM reading the 128-channel input once) and a shifted sum of those
+  planes; the 128-channel reflection-padded copy is never written.
 - :class:`ConcatFreeDecoder`: ``conv(cat(a, b))`` as ``conv_a(a) + conv_b(b)``, so the decoder's
   skip connections are never copied into a 128-channel buffer (OpenVINO's concat is a plain copy;
   the sum is fused into the second convolution).
@@ -78,6 +85,140 @@ def pad_input_channels(net: nn.Module, multiple: int = 8) -> nn.Module:
         layer[0] = nn.Sequential(ZeroChannelPad(in_channels), layer[0])
         layer[1] = wide
     return net
+
+
+def _autocast_like_conv(x: Tensor) -> Tensor:
+    """``x`` in the dtype a convolution would return under the active autocast (if any)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return x.to(torch.get_autocast_dtype(device))
+    return x
+
+
+def _explicit_padding(layer: ConvLayer) -> nn.Module:
+    """The layer's padding module followed by its conv's own zero padding, as modules."""
+    rows, columns = layer.conv.padding
+    if (rows, columns) == (0, 0):
+        return layer[0]
+    return nn.Sequential(layer[0], nn.ZeroPad2d((columns, columns, rows, rows)))
+
+
+class TapSumLayer(nn.Module):
+    """A :class:`ConvLayer` with few input channels, written as ``bias + sum_t w_t * x_t`` over its
+    ``C * kh * kw`` taps ``x_t`` (shifted views of the padded input) with per-output-channel
+    weights ``w_t``, accumulated in float32 and returned in the dtype the conv would have had.
+
+    The same function as the layer (float32 summation order aside); under ``torch.compile`` it is
+    one pointwise kernel, fused with the layer's activation, that reads the small input and
+    writes the output once.
+    """
+
+    def __init__(self, layer: ConvLayer):
+        super().__init__()
+        pad, conv, norm, activation = layer
+        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+            raise ValueError("TapSumLayer: stride, dilation and groups must be 1")
+        self.pad, self.norm, self.activation = _explicit_padding(layer), norm, activation
+        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.bias = nn.Parameter(bias.clone().to(conv.weight), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, out, H', W') as the layer, channels_last."""
+        padded = self.pad(x).float()
+        _, channels, rows, columns = self.weight.shape
+        height, width = padded.shape[2] - rows + 1, padded.shape[3] - columns + 1
+        weight = self.weight.float()
+        summed = self.bias.float().view(1, -1, 1, 1)
+        for c in range(channels):
+            for dy in range(rows):
+                for dx in range(columns):
+                    tap = padded[:, c : c + 1, dy : dy + height, dx : dx + width]
+                    summed = summed + weight[:, c, dy, dx].view(1, -1, 1, 1) * tap
+        summed = _autocast_like_conv(summed).contiguous(memory_format=torch.channels_last)
+        return self.activation(self.norm(summed))
+
+
+class TapPlanesLayer(nn.Module):
+    """A :class:`ConvLayer` with few output channels, written as a 1x1 convolution from its
+    input to one plane per (output channel, tap), padded like the layer's input, and a sum of
+    those planes shifted by their taps, plus the bias.
+
+    A 1x1 convolution commutes with any per-channel spatial padding, so padding the planes equals
+    padding the input: the same function (summation order aside), with the wide input read once
+    by a GEMM and only the few tap planes padded and shifted. The plane count is rounded up to a
+    multiple of 8 with zero weights (cuDNN's fp16 kernels want that); the sum reads the real ones.
+    """
+
+    def __init__(self, layer: ConvLayer):
+        super().__init__()
+        pad, conv, norm, activation = layer
+        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+            raise ValueError("TapPlanesLayer: stride, dilation and groups must be 1")
+        self.pad, self.norm, self.activation = _explicit_padding(layer), norm, activation
+        out_channels, in_channels, rows, columns = conv.weight.shape
+        self.out_channels, self.kernel_size = out_channels, (rows, columns)
+        planes = out_channels * rows * columns
+        self.planes = nn.Conv2d(in_channels, -(-planes // 8) * 8, 1, bias=False)
+        self.planes = self.planes.to(device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            self.planes.weight.zero_()
+            # Plane (o, dy, dx) holds sum_c w[o, c, dy, dx] * x_c.
+            taps = conv.weight.detach().permute(0, 2, 3, 1).reshape(planes, in_channels, 1, 1)
+            self.planes.weight[:planes] = taps
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(out_channels)
+        self.bias = nn.Parameter(bias.clone().to(conv.weight), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, out, H', W') as the layer."""
+        rows, columns = self.kernel_size
+        taps = rows * columns
+        planes = self.pad(self.planes(x)[:, : self.out_channels * taps]).float()
+        height, width = planes.shape[2] - rows + 1, planes.shape[3] - columns + 1
+        outputs = []
+        for o in range(self.out_channels):
+            summed = self.bias[o].float()
+            for dy in range(rows):
+                for dx in range(columns):
+                    plane = o * taps + dy * columns + dx
+                    summed = summed + planes[:, plane : plane + 1, dy : dy + height, dx : dx + width]
+            outputs.append(summed)
+        summed = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        return self.activation(self.norm(summed))
+
+
+def _replace_layers(net: nn.Module, wanted, build) -> nn.Module:
+    """Replaces each ConvLayer child ``layer`` of ``net`` with ``wanted(layer)`` by
+    ``build(layer)``, in place; returns ``net``."""
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ConvLayer) and wanted(child):
+                setattr(parent, name, build(child))
+    return net
+
+
+def taps_for_narrow_convs(net: nn.Module, max_taps: int = 16) -> nn.Module:
+    """The CUDA rewrites of layers whose input or output side has at most ``max_taps`` taps
+    (channels x kernel positions): :class:`TapSumLayer` for a narrow input (conv1),
+    :class:`TapPlanesLayer` for a narrow output (conv7). In place; returns ``net``.
+
+    Run it after BatchNorm folding and :func:`fold_zero_padding`. TapSumLayer is meant for
+    compiled graphs; in eager mode its taps are separate full-size passes (see
+    :func:`taps_for_narrow_outputs` for eager).
+    """
+    def taps(channels: int, conv: nn.Conv2d) -> int:
+        return channels * conv.kernel_size[0] * conv.kernel_size[1]
+
+    _replace_layers(net, lambda layer: taps(layer.conv.in_channels, layer.conv) <= max_taps, TapSumLayer)
+    return taps_for_narrow_outputs(net, max_taps)
+
+
+def taps_for_narrow_outputs(net: nn.Module, max_taps: int = 16) -> nn.Module:
+    """:class:`TapPlanesLayer` for each layer with at most ``max_taps`` output taps; in place."""
+    def narrow(layer: ConvLayer) -> bool:
+        conv = layer.conv
+        return conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] <= max_taps
+    return _replace_layers(net, narrow, TapPlanesLayer)
 
 
 class LeakyReLU(nn.Module):
