@@ -36,9 +36,10 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     if radius == 0:
         return x
     size = 2 * radius + 1
-    if x.shape[1] > 1 and not torch.compiler.is_compiling():
-        # Eager PyTorch pools channels_last maps about 3x faster than contiguous ones (it
-        # vectorises over the channels); compiled graphs pick their own layouts.
+    if x.shape[1] > 1 and x.device.type == "cpu" and not torch.compiler.is_compiling():
+        # Eager PyTorch on a CPU pools channels_last maps about 3x faster than contiguous ones
+        # (it vectorises over the channels); compiled graphs pick their own layouts. On CUDA the
+        # channels_last pooling was the eager path's costliest kernel (bench/gpu_profile.py).
         x = x.contiguous(memory_format=torch.channels_last)
     along_width = F.avg_pool2d(
         x, (1, size), stride=1, padding=(0, radius), count_include_pad=False

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from streamfuse.engines.optimize import fold_zero_padding, pad_input_channels
+from streamfuse.engines.optimize import (
+    fold_zero_padding, pad_input_channels, taps_for_narrow_outputs,
+)
 from streamfuse.fuser import Fuser
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import DIDFuse
@@ -20,10 +22,12 @@ class EagerFuser(Fuser):
     """PyTorch eager mode: BatchNorm folded into the convolutions, weights and activations in
     channels_last (oneDNN's and cuDNN's fast layout), convolutions under autocast for bf16/fp16.
 
-    On CUDA also: conv1's one-channel input padded to 8 zero channels for cuDNN's tensor-core
-    kernels (:func:`~streamfuse.engines.optimize.pad_input_channels`) and cuDNN's per-shape
-    algorithm search. The fusion layer computes its weights in float32 whatever the autocast
-    dtype (see :mod:`streamfuse.fusion`); the output is float32.
+    On CUDA also: conv7 as a 1x1 convolution to its nine tap planes plus their shifted sum
+    (:func:`~streamfuse.engines.optimize.taps_for_narrow_outputs`), conv1's one-channel input
+    padded to 8 zero channels for cuDNN's tensor-core kernels
+    (:func:`~streamfuse.engines.optimize.pad_input_channels`) and cuDNN's per-shape algorithm
+    search. The fusion layer computes its weights in float32 whatever the autocast dtype (see
+    :mod:`streamfuse.fusion`); the output is float32.
     """
 
     engine = "eager"
@@ -33,6 +37,7 @@ class EagerFuser(Fuser):
         super().__init__(model, fusion, device, fold_bn=True)
         fold_zero_padding(self.net)
         if self.device.type == "cuda":
+            self._narrow_conv_rewrites()
             pad_input_channels(self.net)
             # A stream keeps one frame size, so cuDNN's per-shape algorithm search (one slow
             # first call per shape) pays for itself after a few frames.
@@ -40,6 +45,9 @@ class EagerFuser(Fuser):
         self.precision = precision
         self.net = self.net.to(memory_format=torch.channels_last)
         self._autocast_dtype = AUTOCAST_DTYPES[precision]
+
+    def _narrow_conv_rewrites(self) -> None:
+        taps_for_narrow_outputs(self.net)
 
     def _run(self, ir: Tensor, vis: Tensor) -> Tensor:
         return self.net(ir, vis)
@@ -65,6 +73,12 @@ class CompiledFuser(EagerFuser):
     oneDNN). CUDA: mode ``reduce-overhead``, i.e. CUDA graphs, which replay the whole path as
     one launch for a fixed shape; outputs are copied out of the graph's memory pool because the
     next replay overwrites it.
+
+    The eager engine's conv7 rewrite is not applied here yet. With it and conv1 as taps
+    (:func:`~streamfuse.engines.optimize.taps_for_narrow_convs`) the compiled CUDA graph gave
+    10 % more pairs/s, 27 % with Inductor's coordinate-descent tuning on top
+    (bench/results/gpu-h200-ab-session5.json), but in the GPU test its first call and its next
+    call gave different pixels, for a cause not found yet.
     """
 
     engine = "compile"
@@ -78,6 +92,9 @@ class CompiledFuser(EagerFuser):
         else:
             self._compiled = torch.compile(self.net, fullgraph=True, dynamic=False,
                                            options={"freezing": True})
+
+    def _narrow_conv_rewrites(self) -> None:
+        """None yet: see the class docstring."""
 
     def _run(self, ir: Tensor, vis: Tensor) -> Tensor:
         if not self._cuda_graphs:
