@@ -94,6 +94,7 @@ class Fuser:
         model = fold_model(model) if fold_bn else model.eval()
         self.net = FusionNet(model, fusion).to(self.device).eval()
         self.rule = self.net.fusion.config.rule
+        self._unit_levels: Tensor | None = None
 
     @classmethod
     def from_weights(cls, weights: str | Path | None = None, fusion: FusionConfig | str = FusionConfig(),
@@ -106,10 +107,21 @@ class Fuser:
         """``(B, 1, H, W)`` float in [0, 1] each -> fused ``(B, 1, H, W)`` float in [0, 1]."""
         return self.net(ir.to(self.device), vis.to(self.device))
 
+    def _to_unit_float(self, frames: np.ndarray) -> Tensor:
+        """``(B, H, W)`` uint8 -> ``(B, 1, H, W)`` float32 ``level / 255`` on the device.
+
+        The frames travel as bytes and are looked up in a table divided on the CPU: CUDA divides
+        by a scalar as a multiply by its reciprocal, one ulp off ``level / 255`` for some levels,
+        which the tensor path would then not reproduce.
+        """
+        if self._unit_levels is None:
+            self._unit_levels = (torch.arange(256, dtype=torch.float32) / 255).to(self.device)
+        levels = torch.from_numpy(frames).to(self.device)[:, None]
+        return self._unit_levels[levels.int()]
+
     def fuse_luma_batch(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """Stacks of gray frames ``(B, H, W)`` uint8 -> fused ``(B, H, W)`` uint8."""
-        ir_tensor = torch.from_numpy(ir).to(self.device)[:, None].float().div_(255)
-        vis_tensor = torch.from_numpy(vis).to(self.device)[:, None].float().div_(255)
+        ir_tensor, vis_tensor = (self._to_unit_float(frames) for frames in (ir, vis))
         return to_uint8(self.fuse_tensors(ir_tensor, vis_tensor))[:, 0].cpu().numpy()
 
     def fuse_batch(self, ir_frames: list[np.ndarray], vis_frames: list[np.ndarray]) -> list[np.ndarray]:
