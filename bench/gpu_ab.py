@@ -14,6 +14,13 @@ Sets of variants:
 - ``next``: candidates not measured yet: the graph rewrites the OpenVINO engine uses
   (``rewrite_for_graph_compiler``: LeakyReLU, a decoder without concatenations), Inductor's
   coordinate-descent tuning of its Triton kernels, and freezing (weights as constants).
+- ``session5``: conv7 as a 1x1 convolution to its tap planes plus a shifted sum
+  (``taps_for_narrow_outputs``), and conv1 as a pointwise sum of its taps as well
+  (``taps_for_narrow_convs``), alone and with coordinate-descent tuning (measured in session 5:
+  bench/results/gpu-h200-ab-session5.json, before the replay columns existed).
+
+Every variant also reports ``replay_diff_max`` and ``replay_pixels_differing``: its first call
+(run outside the CUDA graph) against a call after timing (a graph replay).
 - ``autotune``: Inductor's max-autotune (Triton convolutions with fused epilogues), against the
   current path; minutes of compilation, so on its own.
 """
@@ -37,7 +44,8 @@ import streamfuse.fusion as fusion  # noqa: E402
 from streamfuse.bench import as_batch, bench_pair, parse_resolutions, time_calls  # noqa: E402
 from streamfuse.commands.bench import load_model  # noqa: E402
 from streamfuse.engines.optimize import (  # noqa: E402
-    fold_zero_padding, pad_input_channels, rewrite_for_graph_compiler,
+    fold_zero_padding, pad_input_channels, rewrite_for_graph_compiler, taps_for_narrow_convs,
+    taps_for_narrow_outputs,
 )
 from streamfuse.fuser import Fuser, to_uint8  # noqa: E402
 
@@ -49,6 +57,7 @@ class Variant:
     pad: bool = True  # conv1's input padded to 8 channels
     graph_rewrites: bool = False  # rewrite_for_graph_compiler
     tiles: int = 64  # CUDA_HISTOGRAM_TILES
+    narrow_taps: str = "none"  # "outputs": taps_for_narrow_outputs (conv7); "all": and conv1
     inductor: dict = field(default_factory=dict)  # extra torch.compile options
 
 
@@ -64,6 +73,12 @@ SETS = {
         Variant("freezing", inductor={"freezing": True}),
         Variant("net-current", rule="sum"), Variant("net-graph-rewrites", rule="sum", graph_rewrites=True),
     ],
+    "session5": [
+        Variant("session4"), Variant("conv7-planes", narrow_taps="outputs"),
+        Variant("conv1-taps+conv7-planes", narrow_taps="all"),
+        Variant("taps+coordinate-descent", narrow_taps="all", inductor={"coordinate_descent_tuning": True}),
+        Variant("net-session4", rule="sum"), Variant("net-taps", rule="sum", narrow_taps="all"),
+    ],
     # Triton convolution templates with fused epilogues; compiles for minutes: run on its own.
     "autotune": [Variant("current"), Variant("max-autotune", inductor={"max_autotune": True})],
 }
@@ -77,6 +92,10 @@ def build(variant: Variant, model, device: torch.device, ir: torch.Tensor, vis: 
         rewrite_for_graph_compiler(net)
     else:
         fold_zero_padding(net)
+    if variant.narrow_taps == "all":
+        taps_for_narrow_convs(net)
+    elif variant.narrow_taps == "outputs":
+        taps_for_narrow_outputs(net)
     if variant.pad:
         pad_input_channels(net)
     net = net.to(memory_format=torch.channels_last)
@@ -127,6 +146,10 @@ def main() -> None:
         levels = (to_uint8(output.cpu()).int() - to_uint8(reference.cpu()).int()).abs()
         results[variant.name] = {**timing(call, device, args.batch), "build_s": build_s,
                                  "diff_mean": float(levels.float().mean()), "diff_max": int(levels.max())}
+        # First call (outside the CUDA graph) against a replay after timing.
+        replay = (to_uint8(call().cpu()).int() - to_uint8(output.cpu()).int()).abs()
+        results[variant.name].update(replay_diff_max=int(replay.max()),
+                                     replay_pixels_differing=int((replay > 0).sum()))
         calls[variant.name] = call
         print(variant.name, results[variant.name], flush=True)
     first = variants[0]
@@ -136,7 +159,8 @@ def main() -> None:
     networks = [v for v in variants if v.rule == "sum"]
     for variant in variants:
         same_network = [n for n in networks
-                        if (n.pad, n.graph_rewrites) == (variant.pad, variant.graph_rewrites)]
+                        if (n.pad, n.graph_rewrites, n.narrow_taps)
+                        == (variant.pad, variant.graph_rewrites, variant.narrow_taps)]
         if variant.rule != "sum" and same_network:
             full, alone = results[variant.name]["ms"], results[same_network[0].name]["ms"]
             share = (full - alone) / alone

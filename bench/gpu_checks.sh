@@ -2,7 +2,9 @@
 # The checks we run on a lent CUDA GPU, in one go: the CUDA tests, `streamfuse bench` on CUDA at
 # 640x512 (eager fp32/fp16 and torch.compile fp16, several batch sizes) and 1280x1024, where the
 # time of a compiled batch goes (bench/gpu_profile.py), the candidate changes not measured yet
-# (bench/gpu_ab.py --set next), and the demo pipeline on the GPU.
+# (bench/gpu_ab.py --set session5: the tap rewrites and coordinate-descent tuning, each with its
+# first-call-vs-replay difference, which decides whether the compile engine can take them), and
+# the demo pipeline on the GPU.
 #
 #   OUT=bench/results/gpu STREAMFUSE_DATA=../shared/data bash bench/gpu_checks.sh
 #
@@ -40,7 +42,7 @@ step 90 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --e
 step 110 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 1280x1024 --engines eager,compile \
     --precisions fp16 --batch-sizes 8 -o "$OUT/cuda-1280x1024.json"
 step 120 python3 bench/gpu_profile.py --device cuda --batch 32 --out "$OUT/gpu-profile-640x512-b32.json"
-step 150 python3 bench/gpu_ab.py --device cuda --batch 32 --size 640x512 --set next --out "$OUT/gpu-ab-next.json"
+step 200 python3 bench/gpu_ab.py --device cuda --batch 32 --size 640x512 --set session5 --out "$OUT/gpu-ab-session5.json"
 step 120 python3 -m streamfuse.cli run configs/demo.yaml --set inference.device=cuda \
     --set inference.engine=compile --set sinks.video.path=/tmp/demo_cuda.mp4 --stats /tmp/demo-cuda-stats.json
 # Into the log rather than one more file.

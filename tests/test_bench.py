@@ -63,6 +63,7 @@ def test_bench_command_writes_json_and_table_with_speedups(tmp_path, capsys):
             result["achieved_gflops"] / bench["peak_gflops"]["fp32"])
         # fp32 eager with folded BatchNorm is the reference up to float rounding.
         assert result["gray_diff_max"] <= 1
+        assert result["repeatable"] is True  # the call after timing gave the first call's pixels
     shared = by_config[("fp32", 1)]
     assert shared["network_ms"] > 0 and shared["fusion_share"] == pytest.approx(
         shared["fusion_ms"] / shared["network_ms"])
