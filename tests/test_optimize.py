@@ -110,11 +110,6 @@ def test_tap_layers_match_their_conv_layers_with_zero_and_reflection_padding():
                                        rtol=0, atol=TOLERANCE)
             torch.testing.assert_close(TapPlanesLayer(narrow_out)(x_wide), narrow_out(x_wide),
                                        rtol=0, atol=TOLERANCE)
-            # The input in two parts, as ConcatFreeDecoder passes it: layer(cat(a, b)).
-            in_parts = TapPlanesLayer(narrow_out, [10, 14])(x_wide[:, :10], x_wide[:, 10:])
-            torch.testing.assert_close(in_parts, narrow_out(x_wide), rtol=0, atol=TOLERANCE)
-    with pytest.raises(ValueError, match="do not sum to 24"):
-        TapPlanesLayer(narrow_out, [10, 10])
 
 
 def test_tap_rewrites_compile_and_follow_autocast():

@@ -14,19 +14,15 @@ compilers map the rewritten form onto faster kernels:
   shifted inputs times per-channel weights: Inductor writes it, with its activation, as one
   pointwise kernel instead of a cuDNN call at a few % of the tensor cores' rate plus a pass for
   the activation.
-- :class:`TapPlanesLayer` (CUDA eager; OpenVINO through :class:`ConcatFreeDecoder`): conv7, with
-  one output channel, as a 1x1 convolution to its nine tap planes (a plain GEMM reading the
-  128-channel input once) and a shifted sum of those planes; the 128-channel reflection-padded
-  copy is never written.
+- :class:`TapPlanesLayer` (CUDA): conv7, with one output channel, as a 1x1 convolution to its
+  nine tap planes (a plain GEMM reading the 128-channel input once) and a shifted sum of those
+  planes; the 128-channel reflection-padded copy is never written.
 - :class:`ConcatFreeDecoder`: ``conv(cat(a, b))`` as ``conv_a(a) + conv_b(b)``, so the decoder's
   skip connections are never copied into a 128-channel buffer (OpenVINO's concat is a plain copy;
-  the sum is fused into the second convolution). Its conv7 is a :class:`TapPlanesLayer` over the
-  two parts (OpenVINO bf16 on 2 cores, 640x512: 2-3 % less time per pair).
+  the sum is fused into the second convolution).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -152,49 +148,32 @@ class TapPlanesLayer(nn.Module):
     padding the input: the same function (summation order aside), with the wide input read once
     by a GEMM and only the few tap planes padded and shifted. The plane count is rounded up to a
     multiple of 8 with zero weights (cuDNN's fp16 kernels want that); the sum reads the real ones.
-
-    With ``splits`` (channel counts summing to the conv's input channels) the layer takes its
-    input as that many parts, ``layer(cat(parts))``, each read by a 1x1 convolution of its own
-    and the planes summed, so the concatenation is never built (for
-    :class:`ConcatFreeDecoder`).
     """
 
-    def __init__(self, layer: ConvLayer, splits: Sequence[int] | None = None):
+    def __init__(self, layer: ConvLayer):
         super().__init__()
         pad, conv, norm, activation = layer
         if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
             raise ValueError("TapPlanesLayer: stride, dilation and groups must be 1")
         self.pad, self.norm, self.activation = _explicit_padding(layer), norm, activation
         out_channels, in_channels, rows, columns = conv.weight.shape
-        splits = list(splits) if splits is not None else [in_channels]
-        if sum(splits) != in_channels:
-            raise ValueError(f"TapPlanesLayer: splits {splits} do not sum to {in_channels} channels")
         self.out_channels, self.kernel_size = out_channels, (rows, columns)
         planes = out_channels * rows * columns
-        # Plane (o, dy, dx) holds sum_c w[o, c, dy, dx] * x_c.
-        taps = conv.weight.detach().permute(0, 2, 3, 1).reshape(planes, in_channels, 1, 1)
-        self.planes = nn.ModuleList()
-        for part in taps.split(splits, dim=1):
-            part_conv = nn.Conv2d(part.shape[1], -(-planes // 8) * 8, 1, bias=False)
-            part_conv = part_conv.to(device=conv.weight.device, dtype=conv.weight.dtype)
-            with torch.no_grad():
-                part_conv.weight.zero_()
-                part_conv.weight[:planes] = part
-            self.planes.append(part_conv)
+        self.planes = nn.Conv2d(in_channels, -(-planes // 8) * 8, 1, bias=False)
+        self.planes = self.planes.to(device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            self.planes.weight.zero_()
+            # Plane (o, dy, dx) holds sum_c w[o, c, dy, dx] * x_c.
+            taps = conv.weight.detach().permute(0, 2, 3, 1).reshape(planes, in_channels, 1, 1)
+            self.planes.weight[:planes] = taps
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(out_channels)
         self.bias = nn.Parameter(bias.clone().to(conv.weight), requires_grad=False)
 
-    def forward(self, *parts: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, out, H', W') as the layer; or its input in parts, (B, C_i, H, W)
-        each, as given by ``splits``."""
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, out, H', W') as the layer."""
         rows, columns = self.kernel_size
         taps = rows * columns
-        if len(parts) != len(self.planes):
-            raise ValueError(f"TapPlanesLayer: expected {len(self.planes)} input part(s), got {len(parts)}")
-        planes = self.planes[0](parts[0])
-        for part_conv, part in zip(self.planes[1:], parts[1:]):
-            planes = planes + part_conv(part)
-        planes = self.pad(planes[:, : self.out_channels * taps]).float()
+        planes = self.pad(self.planes(x)[:, : self.out_channels * taps]).float()
         height, width = planes.shape[2] - rows + 1, planes.shape[3] - columns + 1
         outputs = []
         for o in range(self.out_channels):
@@ -308,8 +287,7 @@ class ConcatFreeDecoder(nn.Module):
         features = decoder.conv5.conv.in_channels // 2
         self.conv5 = SplitInputLayer(decoder.conv5, features)
         self.conv6 = SplitInputLayer(decoder.conv6, features)
-        # conv7 has one output channel: its nine tap planes (see TapPlanesLayer).
-        self.conv7 = TapPlanesLayer(decoder.conv7, [features, decoder.conv7.conv.in_channels - features])
+        self.conv7 = SplitInputLayer(decoder.conv7, features)
 
     def forward(self, features: Features) -> Tensor:
         f1, f2, base, detail = features
