@@ -95,12 +95,17 @@ def _autocast_like_conv(x: Tensor) -> Tensor:
     return x
 
 
-def _explicit_padding(layer: ConvLayer) -> nn.Module:
-    """The layer's padding module followed by its conv's own zero padding, as modules."""
-    rows, columns = layer.conv.padding
-    if (rows, columns) == (0, 0):
-        return layer[0]
-    return nn.Sequential(layer[0], nn.ZeroPad2d((columns, columns, rows, rows)))
+def _plain_layer_parts(layer: ConvLayer, rewrite: str) -> tuple[nn.Module, nn.Conv2d, nn.Module, nn.Module]:
+    """``(padding, conv, norm, activation)`` of a layer with a plain conv (stride, dilation and
+    groups 1); ``padding`` is the layer's padding module followed by the conv's own zero padding,
+    so the conv's padding is accounted for."""
+    pad, conv, norm, activation = layer
+    if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+        raise ValueError(f"{rewrite}: stride, dilation and groups must be 1")
+    rows, columns = conv.padding
+    if (rows, columns) != (0, 0):
+        pad = nn.Sequential(pad, nn.ZeroPad2d((columns, columns, rows, rows)))
+    return pad, conv, norm, activation
 
 
 class TapSumLayer(nn.Module):
@@ -115,10 +120,7 @@ class TapSumLayer(nn.Module):
 
     def __init__(self, layer: ConvLayer):
         super().__init__()
-        pad, conv, norm, activation = layer
-        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
-            raise ValueError("TapSumLayer: stride, dilation and groups must be 1")
-        self.pad, self.norm, self.activation = _explicit_padding(layer), norm, activation
+        self.pad, conv, self.norm, self.activation = _plain_layer_parts(layer, "TapSumLayer")
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
         self.bias = nn.Parameter(bias.clone().to(conv.weight), requires_grad=False)
@@ -152,10 +154,7 @@ class TapPlanesLayer(nn.Module):
 
     def __init__(self, layer: ConvLayer):
         super().__init__()
-        pad, conv, norm, activation = layer
-        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
-            raise ValueError("TapPlanesLayer: stride, dilation and groups must be 1")
-        self.pad, self.norm, self.activation = _explicit_padding(layer), norm, activation
+        self.pad, conv, self.norm, self.activation = _plain_layer_parts(layer, "TapPlanesLayer")
         out_channels, in_channels, rows, columns = conv.weight.shape
         self.out_channels, self.kernel_size = out_channels, (rows, columns)
         planes = out_channels * rows * columns
