@@ -10,11 +10,12 @@ compilers map the rewritten form onto faster kernels:
 - :func:`pad_input_channels`: conv1 reads its 1-channel image padded with zero channels to 8;
   with 1 channel cuDNN falls back to a generic fp16 kernel (bench/gpu_profile.py on an H200,
   batch of 32 at 640x512: conv1 3.7 ms -> 2.9 ms for both cameras).
-- :class:`TapSumLayer` (CUDA, compiled): conv1, with one input channel, as the sum of its nine
-  shifted inputs times per-channel weights: Inductor writes it, with its activation, as one
-  pointwise kernel instead of a cuDNN call at a few % of the tensor cores' rate plus a pass for
-  the activation.
-- :class:`TapPlanesLayer` (CUDA): conv7, with one output channel, as a 1x1 convolution to its
+- :class:`TapSumLayer`: conv1, with one input channel, as the sum of its nine shifted inputs
+  times per-channel weights: Inductor writes it, with its activation, as one pointwise kernel
+  instead of a cuDNN call at a few % of the tensor cores' rate plus a pass for the activation.
+  Not used by an engine yet (see :class:`~streamfuse.engines.torch_engines.CompiledFuser`);
+  ``bench/gpu_ab.py`` measures it.
+- :class:`TapPlanesLayer` (the eager CUDA engine): conv7, with one output channel, as a 1x1 convolution to its
   nine tap planes (a plain GEMM reading the 128-channel input once) and a shifted sum of those
   planes; the 128-channel reflection-padded copy is never written.
 - :class:`ConcatFreeDecoder`: ``conv(cat(a, b))`` as ``conv_a(a) + conv_b(b)``, so the decoder's
