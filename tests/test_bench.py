@@ -70,6 +70,13 @@ def test_bench_command_writes_json_and_table_with_speedups(tmp_path, capsys):
     assert "baseline" in capsys.readouterr().out
 
 
+def test_bad_device_fails_in_one_line_before_any_progress(capsys, tmp_path):
+    assert main(["bench", "--device", "cuda:x", "--resolutions", "40x32", "-o", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "streamfuse bench: error: device 'cuda:x' is not a device name; use cpu, cuda or cuda:N"
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_bad_resolution_is_a_one_line_error():
     with pytest.raises(StreamFuseError, match="WIDTHxHEIGHT"):
         parse_resolutions("640x")

@@ -20,7 +20,7 @@ from streamfuse.bench import (
     parse_resolutions,
 )
 from streamfuse.checkpoint import load_checkpoint
-from streamfuse.engines import ENGINES, PRECISIONS, engine_available
+from streamfuse.engines import ENGINES, PRECISIONS, engine_available, resolve_device
 from streamfuse.errors import StreamFuseError
 from streamfuse.fuser import DEFAULT_WEIGHTS, REPO_ROOT
 from streamfuse.fusion import FusionConfig
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise StreamFuseError(f"--threads {args.threads}: must be at least 1")
         torch.set_num_threads(args.threads)
+    resolve_device(args.device)  # a device this machine lacks fails here, before the progress bar
     on_cuda = args.device.startswith("cuda")
     config = BenchConfig(
         resolutions=parse_resolutions(args.resolutions),
