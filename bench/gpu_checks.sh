@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# The checks we run on a lent CUDA GPU, in one go: the CUDA tests, `streamfuse bench` on CUDA at
-# 640x512 (eager fp32/fp16 and torch.compile fp16, several batch sizes) and 1280x1024, where the
-# time of a compiled batch goes (bench/gpu_profile.py), the candidate changes not measured yet
-# (bench/gpu_ab.py --set session5: the tap rewrites and coordinate-descent tuning, each with its
-# first-call-vs-replay difference, which decides whether the compile engine can take them), and
-# the demo pipeline on the GPU.
+# The checks we run on a lent CUDA GPU, in two calls (PHASE below): the A/B of the compiled-path
+# rewrites held back in session 5 (bench/gpu_ab.py --set session5: each variant's speed and its
+# first-call-vs-replay difference, which decides whether the compile engine can take it), the
+# CUDA tests, `streamfuse bench` on CUDA at 640x512 and 1280x1024, where the time of a compiled
+# batch goes (bench/gpu_profile.py), and the demo pipeline on the GPU.
 #
-#   OUT=bench/results/gpu STREAMFUSE_DATA=../shared/data bash bench/gpu_checks.sh
+#   OUT=bench/results/gpu STREAMFUSE_DATA=../shared/data PHASE=1 bash bench/gpu_checks.sh
 #
 # On this project's lent machines (no registry; PyTorch, OpenCV, PyYAML and tqdm installed), the
 # package runs from the checkout with PYTHONPATH=. ; PyAV and pyzmq travel as wheels
 # (`pip download --only-binary=:all: --python-version 3.12 ... av pyzmq`), and the tests need
 # tno pairs 0-4 and flir-test pair 0 of ../shared/data copied into the checkout
-# (STREAMFUSE_DATA). About 7 minutes on an H200. Each step has its own time limit, so a slow
+# (STREAMFUSE_DATA). Each step has its own time limit, so a slow
 # compile cannot cost the steps after it; the log keeps every progress line even when a step is
 # cut off before it writes its JSON.
 set -u
@@ -29,23 +28,30 @@ step() {  # step SECONDS COMMAND...: run with a time limit, log its output and i
     echo "== exit ${PIPESTATUS[0]}" | tee -a "$LOG"
 }
 
-step 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-step 60 python3 -c "import torch, cv2, av, zmq; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'opencv', cv2.__version__, 'av', av.__version__, 'zmq', zmq.__version__)"
-step 150 python3 -m pytest -q -p no:cacheprovider tests/test_engines.py tests/test_optimize.py \
-    -k "cuda or tensorrt or channel_padding" -W ignore::DeprecationWarning
-
+# Two calls of the device tool (each at most 10 minutes), most decisive first:
+#   PHASE=1: the A/B of the held-back rewrites with their replay differences, the CUDA tests, the
+#            640x512 bench (about 8 minutes);
+#   PHASE=2: 1280x1024, the profile, the demo on CUDA (about 6 minutes).
+PHASE=${PHASE:-1}
 common=(--device cuda --seconds 1.5 --min-iterations 20 --warmup 5)
+if [ "$PHASE" = 1 ]; then
+step 30 python3 -c "import torch, cv2, av, zmq; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'opencv', cv2.__version__, 'av', av.__version__, 'zmq', zmq.__version__)"
+step 200 python3 bench/gpu_ab.py --device cuda --batch 32 --size 640x512 --set session5 --out "$OUT/gpu-ab-session5.json"
+step 150 python3 -m pytest -q -p no:cacheprovider tests/test_engines.py tests/test_optimize.py \
+    -k "cuda or tensorrt or channel_padding or tap" -W ignore::DeprecationWarning
 step 120 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines compile \
     --precisions fp16 --batch-sizes 32,1 -o "$OUT/cuda-640x512-compile.json"
-step 90 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines eager \
-    --precisions fp16,fp32 --batch-sizes 32,8,1 -o "$OUT/cuda-640x512-eager.json"
+step 60 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines eager \
+    --precisions fp16 --batch-sizes 32 -o "$OUT/cuda-640x512-eager.json"
+else
+step 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 step 110 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 1280x1024 --engines eager,compile \
     --precisions fp16 --batch-sizes 8 -o "$OUT/cuda-1280x1024.json"
 step 120 python3 bench/gpu_profile.py --device cuda --batch 32 --out "$OUT/gpu-profile-640x512-b32.json"
-step 200 python3 bench/gpu_ab.py --device cuda --batch 32 --size 640x512 --set session5 --out "$OUT/gpu-ab-session5.json"
 step 120 python3 -m streamfuse.cli run configs/demo.yaml --set inference.device=cuda \
     --set inference.engine=compile --set sinks.video.path=/tmp/demo_cuda.mp4 --stats /tmp/demo-cuda-stats.json
 # Into the log rather than one more file.
 step 5 cat /tmp/demo-cuda-stats.json
+fi
 # The tables are in the log too; the device tool brings back eight files.
 rm -f "$OUT"/cuda-*.txt
