@@ -10,6 +10,7 @@ from streamfuse.cli import main
 from streamfuse.fuser import Fuser, merge_luma, split_luma
 from streamfuse.model import DIDFuse
 from conftest import read_pair
+from pipeline_helpers import decode_video, ir_scene, vis_scene, write_video
 from test_checkpoint import write_authors_pair
 
 
@@ -141,3 +142,41 @@ def test_output_where_no_folder_can_be_made_is_a_one_line_error(tmp_path, weight
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert err == f"streamfuse fuse: error: {blocker / 'sub'}: Not a directory"
+
+
+def test_two_videos_fuse_into_one_video_frame_by_frame(tmp_path):
+    # Real PyAV encode and decode on both sides; the CLI runs the streaming pipeline.
+    ir_path = write_video(tmp_path / "ir.mp4", [([ir_scene(i / 10) for i in range(12)], 10)])
+    vis_path = write_video(tmp_path / "vis.mkv", [([vis_scene(i / 10) for i in range(12)], 10)], codec="mpeg4")
+    out = tmp_path / "fused.mp4"
+    assert main(["fuse", "--ir", str(ir_path), "--vis", str(vis_path), "-o", str(out),
+                 "--engine", "eager", "--precision", "fp32"]) == 0
+    times, fused = decode_video(out, fmt="bgr24")
+    (_, ir_frames), (_, vis_frames) = decode_video(ir_path), decode_video(vis_path, fmt="bgr24")
+    assert len(fused) == 12 and fused[0].shape == (48, 64, 3)
+    assert times == pytest.approx([i / 10 for i in range(12)])
+    fuser = Fuser.from_weights(None, "saliency+cam")  # the shipped weights, as the CLI's default
+    for k in (0, 6, 11):
+        # H.264 at crf 20 in 4:2:0 is lossy (3-5 levels on this saturated colour checker):
+        # compare the mean error, and against pairing the IR frame one off (about 50 levels).
+        error = np.abs(fused[k].astype(float) - fuser.fuse(ir_frames[k], vis_frames[k])).mean()
+        one_off = np.abs(fused[k].astype(float) - fuser.fuse(ir_frames[(k + 1) % 12], vis_frames[k])).mean()
+        assert error < 8 and one_off > 5 * error
+
+
+def test_video_arguments_that_cannot_work_are_one_line_errors(tmp_path, capsys):
+    video = write_video(tmp_path / "ir.mp4", [([ir_scene(i / 10) for i in range(3)], 10)])
+    image = tmp_path / "vis.png"
+    cv2.imwrite(str(image), vis_scene(0))
+    for arguments, message in [
+        (["--ir", video, "--vis", image, "-o", tmp_path / "o.mp4"], f"--vis {image} is not a video"),
+        (["--ir", video, "--vis", tmp_path / "none.mp4", "-o", tmp_path / "o.mp4"], "none.mp4: no such video file"),
+        (["--ir", video, "--vis", video, "-o", tmp_path / "o.png"], "videos are fused into a video file"),
+        (["--ir", video, "--vis", video, "-o", tmp_path / "o.mp4", "--resize"], "pass --calibration"),
+        (["--ir", image, "--vis", image, "-o", tmp_path / "o.png", "--calibration", tmp_path / "c.yaml"],
+         "--calibration is for videos"),
+    ]:
+        assert main(["fuse", *map(str, arguments)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("streamfuse fuse: error: ") and message in error and "\n" not in error
+    assert not (tmp_path / "o.mp4").exists()

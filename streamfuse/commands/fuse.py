@@ -1,4 +1,5 @@
-"""`streamfuse fuse`: fuse one IR/visible image pair, or two folders of pairs matched by stem."""
+"""`streamfuse fuse`: fuse one IR/visible image pair, two folders of pairs matched by stem, or two
+videos into one (through the streaming pipeline, as `streamfuse run` would)."""
 
 from __future__ import annotations
 
@@ -13,28 +14,42 @@ from tqdm import tqdm
 from streamfuse.engines import ENGINES, PRECISIONS, create_fuser
 from streamfuse.errors import StreamFuseError
 from streamfuse.fusion import FusionConfig
+from streamfuse.commands.run import report
 from streamfuse.images import pair_files, read_image, write_png
+from streamfuse.pipeline.config import (
+    InferenceConfig, PipelineConfig, SinksConfig, SourceConfig, VideoSinkConfig, check_files,
+)
+from streamfuse.pipeline.runner import run_pipeline
+
+# Containers PyAV/FFmpeg read that users name as --ir/--vis; anything else is read as an image.
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts", ".mpg", ".mpeg", ".wmv", ".flv"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "fuse", help="fuse IR/visible image pairs into PNGs",
+        "fuse", help="fuse IR/visible image pairs into PNGs, or two videos into one",
         description="Fuse an infrared and a visible image (or two folders of pairs matched by "
-        "file stem) into 8-bit PNGs. Colour visible input keeps its colour.",
+        "file stem) into 8-bit PNGs, or two videos into one H.264 video: frames paired by "
+        "timestamp, as `streamfuse run` does. Colour visible input keeps its colour.",
     )
-    parser.add_argument("--ir", required=True, type=Path, help="infrared image file or folder")
-    parser.add_argument("--vis", required=True, type=Path, help="visible image file or folder")
+    parser.add_argument("--ir", required=True, type=Path, help="infrared image, folder or video")
+    parser.add_argument("--vis", required=True, type=Path, help="visible image, folder or video")
     parser.add_argument("-o", "--output", required=True, type=Path,
-                        help="output PNG (single pair) or folder (pairs; written as <stem>.png)")
+                        help="output PNG (single pair), folder (pairs; written as <stem>.png) or "
+                        "video file such as fused.mp4 (videos)")
     parser.add_argument("--weights", type=Path, help="checkpoint (default: the shipped models/didfuse_flir.pt)")
     parser.add_argument("--rule", default=FusionConfig.rule, help=f"fusion rule (default {FusionConfig.rule}; e.g. sum, l1+cam)")
-    parser.add_argument("--resize", action="store_true", help="resize IR to the visible size when they differ")
+    parser.add_argument("--resize", action="store_true", help="images: resize IR to the visible size when they differ")
+    parser.add_argument("--calibration", type=Path,
+                        help="videos: calibration YAML registering IR onto the visible camera "
+                        "(see calibration/README.md); default: the cameras are aligned")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--engine", default="eager", choices=["auto", *ENGINES],
-                        help="inference engine (default eager: bit-reproducible stills; auto: the "
-                        "fastest installed for the device, see `streamfuse bench`)")
-    parser.add_argument("--precision", default="fp32", choices=["auto", *PRECISIONS],
-                        help="fp32 (default), bf16 (CPUs with AMX/AVX512-BF16) or fp16 (CUDA)")
+    parser.add_argument("--engine", choices=["auto", *ENGINES],
+                        help="inference engine (default: eager for images, bit-reproducible stills; "
+                        "auto for videos: the fastest installed for the device, see `streamfuse bench`)")
+    parser.add_argument("--precision", choices=["auto", *PRECISIONS],
+                        help="fp32, bf16 (CPUs with AMX/AVX512-BF16) or fp16 (CUDA); default fp32 "
+                        "for images, auto for videos")
     parser.set_defaults(func=run)
 
 
@@ -55,8 +70,17 @@ def load_pair(ir_path: Path, vis_path: Path, resize: bool) -> tuple[np.ndarray, 
     return ir, vis
 
 
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
 def run(args: argparse.Namespace) -> int:
     fusion = FusionConfig(rule=args.rule)
+    if is_video(args.ir) or is_video(args.vis):
+        return fuse_videos(args, fusion)
+    if args.calibration is not None:
+        raise StreamFuseError("--calibration is for videos; for images of different sizes pass --resize")
+    args.engine, args.precision = args.engine or "eager", args.precision or "fp32"
     if args.ir.is_dir() != args.vis.is_dir():
         raise StreamFuseError(f"--ir {args.ir} and --vis {args.vis} must both be files or both be folders")
     if not args.ir.is_dir():
@@ -92,3 +116,35 @@ def fuse_folders(args: argparse.Namespace, fusion: FusionConfig) -> int:
             print(f"  {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def fuse_videos(args: argparse.Namespace, fusion: FusionConfig) -> int:
+    """Two video files -> one fused video, through the streaming pipeline (decode, pair by
+    timestamp, register, fuse, H.264 encode), with its progress bar and its checks."""
+    for flag, path in (("--ir", args.ir), ("--vis", args.vis)):
+        if not is_video(path):
+            raise StreamFuseError(
+                f"{flag} {path} is not a video ({', '.join(sorted(VIDEO_SUFFIXES))}): give two "
+                "videos, two images or two folders"
+            )
+        if not path.is_file():
+            raise StreamFuseError(f"{flag} {path}: no such video file")
+    if not is_video(args.output):
+        raise StreamFuseError(f"-o {args.output}: videos are fused into a video file, e.g. -o fused.mp4")
+    if args.resize:
+        raise StreamFuseError("--resize is for images; for videos of different sizes pass --calibration")
+    config = PipelineConfig(
+        ir=SourceConfig(kind="file", path=str(args.ir)),
+        vis=SourceConfig(kind="file", path=str(args.vis)),
+        calibration=str(args.calibration) if args.calibration is not None else None,
+        inference=InferenceConfig(
+            weights=str(args.weights) if args.weights is not None else None, fusion=fusion.rule,
+            engine=args.engine or "auto", precision=args.precision or "auto", device=args.device,
+        ),
+        sinks=SinksConfig(video=VideoSinkConfig(path=str(args.output))),
+    )
+    check_files(config, "streamfuse fuse")
+    result = run_pipeline(config, "streamfuse fuse", progress=True)
+    status = report(result)
+    print(f"wrote {args.output}")
+    return status

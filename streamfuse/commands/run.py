@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from streamfuse.errors import StreamFuseError
 from streamfuse.pipeline.config import load_pipeline_config
-from streamfuse.pipeline.runner import run_pipeline
+from streamfuse.pipeline.runner import RunResult, run_pipeline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,9 +58,14 @@ def run(args: argparse.Namespace) -> int:
         result = run_pipeline(config, str(args.config), progress=not args.no_progress)
     finally:
         logging.getLogger("streamfuse").removeHandler(handler)
-    summary = result.summary
     if args.stats:
-        write_stats(args.stats, summary)
+        write_stats(args.stats, result.summary)
+    return report(result)
+
+
+def report(result: RunResult) -> int:
+    """Prints what a finished run did; its first error (if any) is raised as a one-line error."""
+    summary = result.summary
     infer = summary["stages"]["infer"]
     print(f"fused {summary['frames_written']} frames in {summary['duration_s']:.1f} s "
           f"({summary['stages']['sink']['fps']:.1f} fps end to end, inference {infer['busy_fps'] or 0:.1f} fps)"

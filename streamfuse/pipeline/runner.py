@@ -162,7 +162,8 @@ class Pipeline:
                 f"{self.source_name}: IR frames are {ir_size[1]}x{ir_size[0]} but visible frames are "
                 f"{vis_size[1]}x{vis_size[0]}"
                 + ("; the calibration's vis_size must match the visible camera" if registrar is not None
-                   else "; set 'calibration:' to a calibration file for this camera pair")
+                   else "; give this camera pair a calibration file ('calibration:' in a config, "
+                   "--calibration for streamfuse fuse)")
             )
 
     def _sync(self, synchroniser: Synchroniser, registrar) -> None:
