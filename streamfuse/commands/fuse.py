@@ -4,6 +4,7 @@ videos into one (through the streaming pipeline, as `streamfuse run` would)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -11,10 +12,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from streamfuse.commands.run import log_to_terminal, report
 from streamfuse.engines import ENGINES, PRECISIONS, create_fuser
 from streamfuse.errors import StreamFuseError
 from streamfuse.fusion import FusionConfig
-from streamfuse.commands.run import report
 from streamfuse.images import pair_files, read_image, write_png
 from streamfuse.pipeline.config import (
     InferenceConfig, PipelineConfig, SinksConfig, SourceConfig, VideoSinkConfig, check_files,
@@ -144,7 +145,11 @@ def fuse_videos(args: argparse.Namespace, fusion: FusionConfig) -> int:
         sinks=SinksConfig(video=VideoSinkConfig(path=str(args.output))),
     )
     check_files(config, "streamfuse fuse")
-    result = run_pipeline(config, "streamfuse fuse", progress=True)
+    handler = log_to_terminal("streamfuse fuse")
+    try:
+        result = run_pipeline(config, "streamfuse fuse", progress=True)
+    finally:
+        logging.getLogger("streamfuse").removeHandler(handler)
     status = report(result)
     print(f"wrote {args.output}")
     return status
