@@ -24,8 +24,9 @@ def _calibrate(*argv) -> int:
 
 def test_points_with_noise_and_outliers_recover_the_homography(tmp_path, capsys):
     rng = np.random.default_rng(5)
-    ir_size, vis_size = (320, 256), (400, 300)
-    truth = np.diag([1.25, 300 / 256, 1.0]) @ random_homography(rng, ir_size)
+    ir_size = (320, 256)
+    # Onto a 400x300 visible frame.
+    truth = np.diag([400 / 320, 300 / 256, 1.0]) @ random_homography(rng, ir_size)
     ir_points = rng.uniform([0, 0], ir_size, size=(20, 2))
     vis_points = transform_points(truth, ir_points) + rng.normal(0, 0.5, (20, 2))
     vis_points[3] += (25, -14)  # a mis-clicked point

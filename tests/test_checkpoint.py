@@ -1,7 +1,5 @@
 """Checkpoints: our format round-trips, bad files fail clearly, the authors' pair imports exactly."""
 
-import collections
-
 import pytest
 import torch
 from torch import nn
