@@ -3,7 +3,9 @@
 # rewrites held back in session 5 (bench/gpu_ab.py --set session5: each variant's speed and its
 # first-call-vs-replay difference, which decides whether the compile engine can take it), the
 # CUDA tests, `streamfuse bench` on CUDA at 640x512 and 1280x1024, where the time of a compiled
-# batch goes (bench/gpu_profile.py), and the demo pipeline on the GPU.
+# batch goes (bench/gpu_profile.py), whether a hand-written kernel for the encoder's activations
+# and the fusion layer's two |x| reductions would pay (bench/gpu_fused_stats.py), and the demo
+# pipeline on the GPU.
 #
 #   OUT=bench/results/gpu STREAMFUSE_DATA=../shared/data PHASE=1 bash bench/gpu_checks.sh
 #
@@ -31,7 +33,8 @@ step() {  # step SECONDS COMMAND...: run with a time limit, log its output and i
 # Two calls of the device tool (each at most 10 minutes), most decisive first:
 #   PHASE=1: the A/B of the held-back rewrites with their replay differences, the CUDA tests, the
 #            640x512 bench (about 8 minutes);
-#   PHASE=2: 1280x1024, the profile, the demo on CUDA (about 6 minutes).
+#   PHASE=2: 1280x1024, the profile, the fused activation-statistics kernel against Inductor
+#            (bench/gpu_fused_stats.py), the demo on CUDA (about 7 minutes).
 PHASE=${PHASE:-1}
 common=(--device cuda --seconds 1.5 --min-iterations 20 --warmup 5)
 if [ "$PHASE" = 1 ]; then
@@ -48,6 +51,7 @@ step 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --
 step 110 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 1280x1024 --engines eager,compile \
     --precisions fp16 --batch-sizes 8 -o "$OUT/cuda-1280x1024.json"
 step 120 python3 bench/gpu_profile.py --device cuda --batch 32 --out "$OUT/gpu-profile-640x512-b32.json"
+step 90 python3 bench/gpu_fused_stats.py --batch 32 --size 640x512 --out "$OUT/gpu-fused-stats.json"
 step 120 python3 -m streamfuse.cli run configs/demo.yaml --set inference.device=cuda \
     --set inference.engine=compile --set sinks.video.path=/tmp/demo_cuda.mp4 --stats /tmp/demo-cuda-stats.json
 # Into the log rather than one more file.

@@ -3,7 +3,12 @@ the analytic FLOP count agrees with PyTorch's own counter. (No speed is asserted
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,3 +87,21 @@ def test_bad_resolution_is_a_one_line_error():
         parse_resolutions("640x")
     assert parse_resolutions("640x512, 1280x1024") == ((640, 512), (1280, 1024))
     assert np.prod(parse_resolutions("8x8")[0]) == 64
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                    reason="needs Triton, which CUDA builds of PyTorch bring (the kernel is for CUDA GPUs)")
+def test_fused_activation_stats_kernel_matches_the_reference_in_tritons_interpreter(tmp_path):
+    # bench/gpu_fused_stats.py's kernel, run by Triton's CPU interpreter on a size that leaves a
+    # partial block of pixels; its timings only mean something on a GPU.
+    out = tmp_path / "stats.json"
+    subprocess.run([sys.executable, "bench/gpu_fused_stats.py", "--device", "cpu", "--batch", "2",
+                    "--size", "50x37", "--blocks", "16,64", "--out", str(out)],
+                   cwd=Path(__file__).resolve().parents[1], env={**os.environ, "TRITON_INTERPRET": "1"},
+                   check=True, timeout=600)
+    report = json.loads(out.read_text())
+    for name, map_tolerance in (("prelu", 0.0), ("tanh", 2 ** -11)):  # tanh: one fp16 ulp below 1
+        for block in report["results"][name]["blocks"].values():
+            difference = block["max_difference"]
+            assert difference["map"] <= map_tolerance
+            assert difference["activity"] <= 64 * 2 ** -11 and difference["channel_mean"] <= 1e-5
