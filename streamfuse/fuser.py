@@ -114,6 +114,11 @@ class Fuser:
         by a scalar as a multiply by its reciprocal, one ulp off ``level / 255`` for some levels,
         which the tensor path would then not reproduce.
         """
+        if frames.dtype != np.uint8:
+            raise StreamFuseError(
+                f"frames must be 8-bit (uint8), got {frames.dtype}; scale other depths to 0-255 first "
+                "(16-bit: (frame / 257).round().astype(np.uint8))"
+            )
         if self._unit_levels is None:
             self._unit_levels = (torch.arange(256, dtype=torch.float32) / 255).to(self.device)
         levels = torch.from_numpy(frames).to(self.device)[:, None]

@@ -191,6 +191,14 @@ def test_bad_device_names_fail_with_one_line(weights):
         assert "\n" not in str(error.value)
 
 
+def test_frames_of_another_depth_fail_with_one_line(weights):
+    fuser = create_fuser(weights, RULE, "eager", "fp32", "cpu")
+    frame = np.full((16, 16), 1000, dtype=np.uint16)
+    with pytest.raises(StreamFuseError, match="must be 8-bit.*got uint16") as error:
+        fuser.fuse(frame, frame)
+    assert "\n" not in str(error.value)
+
+
 def test_auto_precision_follows_the_device():
     cpu = resolve_precision("auto", "eager", torch.device("cpu"))
     assert cpu == ("bf16" if cpu_supports_bf16() else "fp32")
