@@ -94,7 +94,8 @@ class Fuser:
         model = fold_model(model) if fold_bn else model.eval()
         self.net = FusionNet(model, fusion).to(self.device).eval()
         self.rule = self.net.fusion.config.rule
-        self._unit_levels: Tensor | None = None
+        # level / 255 for every 8-bit level, divided on the CPU (see _to_unit_float).
+        self._unit_levels = (torch.arange(256, dtype=torch.float32) / 255).to(self.device)
 
     @classmethod
     def from_weights(cls, weights: str | Path | None = None, fusion: FusionConfig | str = FusionConfig(),
@@ -119,8 +120,6 @@ class Fuser:
                 f"frames must be 8-bit (uint8), got {frames.dtype}; scale other depths to 0-255 first "
                 "(16-bit: (frame / 257).round().astype(np.uint8))"
             )
-        if self._unit_levels is None:
-            self._unit_levels = (torch.arange(256, dtype=torch.float32) / 255).to(self.device)
         levels = torch.from_numpy(frames).to(self.device)[:, None]
         return self._unit_levels[levels.int()]
 
