@@ -16,16 +16,16 @@ hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
 
 ECC (enhanced correlation coefficient maximisation, Evangelidis & Psarakis 2008, the algorithm
 of ``cv2.findTransformECC``) runs on the two-channel maps (``ecc_multichannel``; OpenCV's takes
-one channel). Same-modality pairs (intensities correlate) get a last full-resolution
-ECC on the intensities at the IR pixels (the visible frame resampled bicubically). Each candidate (the given start, the coarse one,
-the fine one) is scored at full resolution, overall and in 3 x 3 tiles. The best one replaces
-the start only if the start loses significantly (``min_gain_t`` standard errors of the per-tile
-differences) even against the best one misaligned by ``keep_px``: an already-aligned pair
-keeps its homography, and parallax or noise is not fitted as a correction. When the coarse
-candidates end at different places with about equal scores (``ambiguous``), the frame says
-nothing. Several frame pairs are combined by the median position of the IR image corners;
-their spread is the residual. ``check_reliable`` refuses weak, ambiguous or inconsistent
-results.
+one channel). Same-modality pairs (intensities correlate) get a last full-resolution ECC on the
+intensities at the IR frame's pixels (the visible frame resampled bicubically). Each candidate
+(the given start, the coarse one, the fine one) is scored at full resolution, overall and in 3 x
+3 tiles. The best one replaces the start only if the start loses significantly (``min_gain_t``
+standard errors of the per-tile differences) even against the best one misaligned by
+``keep_px``: an already-aligned pair keeps its homography, and parallax or noise is not fitted
+as a correction. When the coarse candidates end at different places with about equal scores
+(``ambiguous``), the frame says nothing. Several frame pairs are combined by the median position
+of the IR image corners; their spread is the residual. ``check_reliable`` refuses weak,
+ambiguous or inconsistent results.
 """
 
 from __future__ import annotations
