@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import av
 import cv2
 import numpy as np
@@ -494,3 +497,26 @@ def test_check_refuses_a_frame_of_another_size(tmp_path, capsys):
     assert _calibrate("--check", calibration, "--ir", tmp_path / "ir.png", "--vis",
                       tmp_path / "vis.png") == 2
     assert "vis_size is 64x48" in capsys.readouterr().err
+
+
+def _bench_module(name: str):
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_block_matching_reference_recovers_a_known_misalignment():
+    # The bench's second view of the source alignment (no ECC step): the visible frame of a real
+    # pair against a copy sheared and shifted like a parallax misalignment (x moves by 2 px at
+    # the top and 8 px at the bottom); the matches' homography must find it.
+    vis = read_pair("flir-test", 5)[1]
+    size = (vis.shape[1], vis.shape[0])
+    misalignment = np.array([[1.0, 6.0 / size[1], 2.0], [0, 1, -1.5], [0, 0, 1]])
+    moved = cv2.warpPerspective(vis, misalignment, size, flags=cv2.INTER_CUBIC,
+                                borderMode=cv2.BORDER_REFLECT)
+    fit, matches = _bench_module("calibration_accuracy").block_matching_fit(moved, vis)
+    assert matches >= 8
+    assert corner_error(fit, np.linalg.inv(misalignment), size) < 0.5
+    assert corner_error(np.eye(3), np.linalg.inv(misalignment), size) > 4
