@@ -12,7 +12,7 @@ hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
    ECC up to a medium level, from the few best search hits; the best one is kept.
 2. Fine: homography ECC at 320 and 640 px width (at most the full width; a full-width level
    with the ``score_sigma`` smoothing), each on a regular grid of at most ``max_samples``
-   pixels.
+   pixels; three times, with other blurs and widths (``fine_schedules``), keeping the best.
 
 ECC (enhanced correlation coefficient maximisation, Evangelidis & Psarakis 2008, the algorithm
 of ``cv2.findTransformECC``) runs on the two-channel maps (``ecc_multichannel``; OpenCV's takes
@@ -48,7 +48,12 @@ class AutoSettings:
 
     coarsest_width: int = 160  # the search runs at this width of the visible frame
     coarse_finest_width: int = 320  # similarity ECC stops at this width
-    fine_widths: tuple[int, ...] = (320, 640)  # homography ECC widths (capped at full)
+    # Homography ECC runs from the coarse estimate once per schedule: (blur sigma of its levels
+    # below full width, level widths capped at the full width); the best full-resolution score
+    # is kept. Where the scene is weak the fine optimum has local traps, and which schedule
+    # escapes them varies from scene to scene.
+    fine_schedules: tuple[tuple[float, tuple[int, ...]], ...] = (
+        (1.0, (320, 640)), (2.0, (320, 640)), (1.0, (160, 320, 640)))
     blur_sigma: float = 1.0  # smoothing before the gradient, in pixels of each pyramid level
     score_sigma: float = 2.0  # the same at full resolution for the scores and the last level
     # (fine noise, e.g. of a night-time visible camera, would otherwise dominate the gradients)
@@ -378,15 +383,21 @@ def ambiguous(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, in
 
 def fine_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
                    ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
-    """Homography ECC at the ``fine_widths`` levels (capped at the full width; a full-width
-    level with the ``score_sigma`` smoothing) from ``start``, IR->visible."""
-    widths = sorted({min(width, vis_frame.shape[1]) for width in settings.fine_widths})
-    homography = start
-    for width in widths:
-        sigma = settings.score_sigma if width >= vis_frame.shape[1] else settings.blur_sigma
-        level = _level(ir_frame, vis_frame, ir_valid, width, sigma, pad=False)
-        homography, _ = _level_ecc(level, homography, "homography", settings)
-    return homography
+    """Homography ECC from ``start`` along each of the ``fine_schedules`` (a full-width level
+    with the ``score_sigma`` smoothing), IR->visible: the one with the best full-resolution
+    ``alignment_score``."""
+    best_score, best = -np.inf, start
+    for blur_sigma, schedule_widths in settings.fine_schedules:
+        widths = sorted({min(width, vis_frame.shape[1]) for width in schedule_widths})
+        homography = start
+        for width in widths:
+            sigma = settings.score_sigma if width >= vis_frame.shape[1] else blur_sigma
+            level = _level(ir_frame, vis_frame, ir_valid, width, sigma, pad=False)
+            homography, _ = _level_ecc(level, homography, "homography", settings)
+        score = alignment_score(ir_frame, vis_frame, homography, ir_valid, settings.score_sigma)
+        if score > best_score:
+            best_score, best = score, homography
+    return best
 
 
 def search_similarity(template: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray,
