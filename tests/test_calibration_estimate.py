@@ -315,22 +315,6 @@ def test_intensity_refinement_from_the_truth_stays_there(index, seed):
     assert corner_error(refined, truth, size) <= 0.025  # half the issue's 0.05 px target
 
 
-def test_intensity_refinement_compares_at_the_ir_frame_pixels():
-    # The bench's worst same-modality pair before the comparison moved to the IR frame's pixels:
-    # a 7 % shrink of flir-test 9's visible frame, warped bilinearly. Interpolating that coarser
-    # copy back up ended 0.118 px from the truth; resampling the visible frame at its pixels
-    # ends 0.011 px away.
-    vis = read_pair("flir-test", 9)[1]
-    size = (vis.shape[1], vis.shape[0])
-    warp = np.array([[9.2814613284e-01, -1.0822586858e-02, 6.0444651546e+00],
-                     [3.0145803774e-03, 9.4473477655e-01, 1.0585377758e-01],
-                     [-6.4931210130e-05, 2.9366109912e-06, 1.0]])
-    moved, valid = _warped(vis, warp)
-    truth = np.linalg.inv(warp)
-    refined = auto.intensity_refinement(moved, vis, truth, valid, auto.AutoSettings())
-    assert corner_error(refined, truth, size) <= 0.025
-
-
 @pytest.mark.parametrize(("set_name", "index"), [("flir-test", 0), ("tno", 7)])
 def test_auto_ir_to_visible_and_the_registered_pair_scores_like_the_original(set_name, index):
     # FLIR: a daytime street; TNO 7: a different thermal camera and lens, 256 x 256.

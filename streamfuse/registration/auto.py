@@ -17,15 +17,14 @@ hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
 ECC (enhanced correlation coefficient maximisation, Evangelidis & Psarakis 2008, the algorithm
 of ``cv2.findTransformECC``) runs on the two-channel maps (``ecc_multichannel``; OpenCV's takes
 one channel). Same-modality pairs (intensities correlate) get a last full-resolution ECC on the
-intensities at the IR frame's pixels (the visible frame resampled bicubically). Each candidate
-(the given start, the coarse one, the fine one) is scored at full resolution, overall and in 3 x
-3 tiles. The best one replaces the start only if the start loses significantly (``min_gain_t``
-standard errors of the per-tile differences) even against the best one misaligned by
-``keep_px``: an already-aligned pair keeps its homography, and parallax or noise is not fitted
-as a correction. When the coarse candidates end at different places with about equal scores
-(``ambiguous``), the frame says nothing. Several frame pairs are combined by the median position
-of the IR image corners; their spread is the residual. ``check_reliable`` refuses weak,
-ambiguous or inconsistent results.
+intensities, resampled bicubically. Each candidate (the given start, the coarse one, the fine
+one) is scored at full resolution, overall and in 3 x 3 tiles. The best one replaces the start
+only if the start loses significantly (``min_gain_t`` standard errors of the per-tile
+differences) even against the best one misaligned by ``keep_px``: an already-aligned pair keeps
+its homography, and parallax or noise is not fitted as a correction. When the coarse candidates
+end at different places with about equal scores (``ambiguous``), the frame says nothing. Several
+frame pairs are combined by the median position of the IR image corners; their spread is the
+residual. ``check_reliable`` refuses weak, ambiguous or inconsistent results.
 """
 
 from __future__ import annotations
@@ -549,35 +548,30 @@ def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography
 
     Only for pairs whose intensities correlate (same modality): there the intensity is a smoother
     signal than its gradient, so the optimum is not biased by the resampling of sharp gradient
-    peaks. One pass per blur of ``settings.intensity_sigmas``, widest first. The comparison is
-    made at the IR frame's own pixels, resampling the visible frame there bicubically: the IR
-    frame is usually the coarser one, and interpolating it up (the other direction) adds a blur
-    that depends on the sub-pixel phase, which varies across a homography and pulls the optimum.
-    On the bench's same-modality pairs, one pass at the last blur started at the truth: worst
-    pair 0.118 px comparing in the visible frame, 0.039 px in the IR frame.
+    peaks. One pass per blur of ``settings.intensity_sigmas``, widest first. The IR frame is
+    resampled bicubically: bilinear resampling blurs by an amount that depends on the sub-pixel
+    phase, which varies across a homography, and that pulls the optimum by up to a tenth of a
+    pixel at the corners (on the bench's same-modality pairs, started at the truth: median
+    0.021 -> 0.010 px, 18 -> 22 of 24 within 0.05 px).
     (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> (3, 3)
     homography (the last converged pass's)."""
-    # The bicubic kernel reaches 2 pixels: nearer the visible frame's edge it would mix in the
-    # black fill outside it.
-    vis_inside = np.zeros(vis_frame.shape[:2], np.uint8)
-    vis_inside[2:-2, 2:-2] = 255
     for sigma in settings.intensity_sigmas:
         # The blur is done here rather than inside ECC, which would smear the black fill across
         # the mask border; pixels within its reach (and the bicubic kernel's) are left out.
-        template, moving = ir_frame.astype(np.float32), vis_frame.astype(np.float32)
+        template, moving = vis_frame.astype(np.float32), ir_frame.astype(np.float32)
         if sigma > 0:
             template = cv2.GaussianBlur(template, (0, 0), sigma)
             moving = cv2.GaussianBlur(moving, (0, 0), sigma)
         mask = _content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)) + 4)
         try:
-            _, warp = ecc_multichannel(template[..., None], moving[..., None], homography,
-                                       template_mask=mask, moving_mask=vis_inside,
+            _, warp = ecc_multichannel(template[..., None], moving[..., None],
+                                       np.linalg.inv(homography), moving_mask=mask,
                                        iterations=settings.final_iterations,
                                        epsilon=settings.final_epsilon,
                                        interpolation=cv2.INTER_CUBIC)
         except (cv2.error, np.linalg.LinAlgError):
             return homography
-        homography = normalised(warp)
+        homography = normalised(np.linalg.inv(warp))
     return homography
 
 
