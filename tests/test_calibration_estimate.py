@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -313,6 +314,24 @@ def test_intensity_refinement_from_the_truth_stays_there(index, seed):
     truth = np.linalg.inv(warp)
     refined = auto.intensity_refinement(moved, vis, truth, valid, auto.AutoSettings())
     assert corner_error(refined, truth, size) <= 0.025  # half the 0.05 px target
+
+
+def test_fine_alignment_keeps_the_best_scoring_schedule():
+    # TNO 8 (a building at night, with parallax) warped: its schedules end at different
+    # places; the combined fine stage must return the one with the best full-resolution score.
+    ir, vis = read_pair("tno", 8)
+    size = (ir.shape[1], ir.shape[0])
+    warp = random_homography(np.random.default_rng(3), size, max_shift_px=15)
+    moved, valid = _warped(ir, warp)
+    settings = auto.AutoSettings()
+    start = auto.coarse_candidates(moved, vis, np.eye(3), valid, settings)[0][0]
+    ends = [auto.fine_alignment(moved, vis, start, valid,
+                                dataclasses.replace(settings, fine_schedules=(schedule,)))
+            for schedule in settings.fine_schedules]
+    scores = [auto.alignment_score(moved, vis, end, valid, settings.score_sigma) for end in ends]
+    assert max(corner_error(end, ends[0], size) for end in ends) > 0.5  # they do differ
+    combined = auto.fine_alignment(moved, vis, start, valid, settings)
+    assert corner_error(combined, ends[int(np.argmax(scores))], size) < 1e-9
 
 
 @pytest.mark.parametrize(("set_name", "index"), [("flir-test", 0), ("tno", 7)])
