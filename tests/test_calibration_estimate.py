@@ -502,6 +502,35 @@ def test_check_refuses_a_frame_of_another_size(tmp_path, capsys):
     assert "vis_size is 64x48" in capsys.readouterr().err
 
 
+def test_auto_refuses_a_chance_alignment_that_few_patches_support():
+    # flir-test 20's IR and visible frames show two different streets. Warped as in the bench,
+    # --auto lines up their road edges and horizon (edge-orientation correlation 0.18, above the
+    # 0.15 floor), 39 px from the synthetic truth; few patches agree with that on their own.
+    ir, vis = read_pair("flir-test", 20)
+    warp = np.array([[1.0153965348e+00, 2.0598700868e-02, 1.3290265690e+01],
+                     [1.5028142783e-02, 1.0564767188e+00, -3.4710983754e+01],
+                     [-6.0763899467e-05, 1.5514727560e-04, 1.0]])
+    moved, valid = _warped(ir, warp)
+    result = auto.register_frames([moved], [vis], ir_valid=[valid])
+    assert result.confidence >= auto.AutoSettings().min_confidence
+    assert result.agreement < auto.AutoSettings().min_agreement
+    with pytest.raises(StreamFuseError, match="structured patches"):
+        auto.check_reliable(result)
+
+
+def test_local_agreement_of_a_true_and_a_shifted_alignment():
+    # TNO 7 is aligned to about half a pixel: nearly all of its structured patches agree with
+    # the identity, hardly any with the identity shifted by 5 px.
+    ir, vis = read_pair("tno", 7)
+    valid = np.full(ir.shape, 255, np.uint8)
+    settings = auto.AutoSettings()
+    structured, agreeing = auto.local_agreement(ir, vis, np.eye(3), valid, settings)
+    assert structured >= 30 and agreeing >= 0.9 * structured
+    shifted = np.array([[1, 0, 5.0], [0, 1, 0], [0, 0, 1]])
+    structured, agreeing = auto.local_agreement(ir, vis, shifted, valid, settings)
+    assert agreeing <= 0.2 * structured
+
+
 def _bench_module(name: str):
     path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)

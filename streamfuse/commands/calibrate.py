@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="frame pairs used from videos/folders (default 30)")
     parser.add_argument("--min-confidence", type=float, default=auto.AutoSettings.min_confidence,
                         help="--auto refuses below this edge-orientation correlation")
+    parser.add_argument("--min-agreement", type=float, default=auto.AutoSettings.min_agreement,
+                        help="--auto refuses when fewer than this fraction of the registered "
+                             "pair's structured patches agree with the fit on their own")
     parser.add_argument("--max-offset", type=float, help="--sync search range in seconds")
     parser.add_argument("--threshold", type=float, default=3.0,
                         help="--points: RANSAC outlier threshold in visible pixels")
@@ -170,7 +173,8 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
             raise StreamFuseError(f"{args.base}: sizes {base.ir_size}/{base.vis_size} do not "
                                   f"match the frames {ir_size}/{vis_size}")
         initial = base.homography
-    settings = auto.AutoSettings(min_confidence=args.min_confidence)
+    settings = auto.AutoSettings(min_confidence=args.min_confidence,
+                                 min_agreement=args.min_agreement)
     with tqdm(total=len(pairs), desc="auto", unit="pair", leave=False) as bar:
         result = auto.register_frames(ir_frames, vis_frames, initial, settings=settings,
                                       progress=bar.update)
@@ -178,12 +182,14 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
                 if result.ambiguous_frames else "")
     print(f"{result.frames_used} frame pairs{left_out}: edge-orientation correlation "
           f"{result.start_confidence:.3f} at the start, {result.confidence:.3f} registered "
-          f"({result.model}); spread {result.residual_px:.3f} px")
+          f"({result.model}); {result.agreeing_patches} of {result.structured_patches} "
+          f"structured patches agree; spread {result.residual_px:.3f} px")
     auto.check_reliable(result, settings)
     return Calibration(ir_size=ir_size, vis_size=vis_size, homography=result.homography,
                        method="auto", residual_px=result.residual_px, date=today(),
                        notes=f"orientation ECC on {result.frames_used} frame pairs, confidence "
-                             f"{result.confidence:.3f} ({result.model})")
+                             f"{result.confidence:.3f} ({result.model}), "
+                             f"{result.agreement:.0%} of patches agree")
 
 
 def _run_sync(args: argparse.Namespace) -> float:

@@ -82,6 +82,15 @@ class AutoSettings:
     min_gain_t: float = 3.0  # and this many standard errors of its per-tile gains
     score_tiles: int = 3  # tiles per side for those gains
     min_confidence: float = 0.15  # refuse below this full-resolution orientation correlation
+    # The registered pair is cut into agreement_grid x agreement_grid patches; a patch with
+    # structure supports the result when its own best shift (within +-agreement_search px)
+    # is within agreement_px of none. Refuse when fewer than min_agreement of them do: a
+    # chance alignment of two views that share little (another scene, another moment, a much
+    # wider lens) scores a fair correlation on a few strong lines, but few patches agree.
+    agreement_grid: int = 8
+    agreement_search: int = 6
+    agreement_px: float = 2.5
+    min_agreement: float = 0.25
     max_spread_px: float = 3.0  # several frames: refuse when their estimates disagree more
 
 
@@ -91,7 +100,8 @@ class AutoResult:
     orientation correlation, -1..1), residual_px (median distance of the per-frame estimates
     from the combined one at the IR image corners; 0 for one frame), frames used, per-frame
     homographies and the correlation of the starting homography; ``ambiguous_frames``: frame
-    pairs left out because their scene matched at several places (see ``ambiguous``)."""
+    pairs left out because their scene matched at several places (see ``ambiguous``);
+    ``structured_patches`` and ``agreeing_patches``: see ``local_agreement``."""
 
     homography: np.ndarray
     confidence: float
@@ -101,6 +111,13 @@ class AutoResult:
     start_confidence: float
     model: str
     ambiguous_frames: int = 0
+    structured_patches: int = 0  # over all frames used: patches with structure,
+    agreeing_patches: int = 0  # and those supporting the homography (``local_agreement``)
+
+    @property
+    def agreement(self) -> float:
+        """Fraction of the structured patches that support the homography (0 without any)."""
+        return self.agreeing_patches / self.structured_patches if self.structured_patches else 0.0
 
 
 def _content_mask(shape: tuple[int, int], valid: np.ndarray | None, margin: int) -> np.ndarray:
@@ -636,6 +653,47 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
                                        settings))
 
 
+def local_agreement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                    ir_valid: np.ndarray, settings: AutoSettings) -> tuple[int, int]:
+    """How many patches of the registered pair support ``homography`` (IR->visible), checked
+    one patch at a time, independently of the global fit.
+
+    The IR frame is warped onto the visible one and both become orientation features (1.5 px
+    blur); a grid of ``agreement_grid`` x ``agreement_grid`` square patches of the warped IR
+    features is matched by translation within +-``agreement_search`` px (normalised
+    cross-correlation). A patch counts when it lies in valid IR content and has structure (mean
+    feature weight >= 0.25); it agrees when its best shift is within ``agreement_px`` of none
+    with a correlation above 0.15. By chance, about one patch in ten would. (H_ir, W_ir) and
+    (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> (structured, agreeing)."""
+    vis_size = (vis_frame.shape[1], vis_frame.shape[0])
+    warped = cv2.warpPerspective(ir_frame, homography, vis_size, flags=cv2.INTER_LINEAR)
+    content = cv2.warpPerspective(ir_valid, homography, vis_size, flags=cv2.INTER_NEAREST)
+    ir_features, _ = orientation_features(warped, 1.5, content)
+    vis_features, _ = orientation_features(vis_frame, 1.5)
+    height, width = vis_frame.shape[:2]
+    search, grid = settings.agreement_search, settings.agreement_grid
+    half = max(8, min(height, width) // (2 * grid))
+    if min(height, width) < 2 * (half + search) + 1:
+        return 0, 0
+    structured = agreeing = 0
+    for y in np.linspace(half + search, height - half - search - 1, grid).astype(int):
+        for x in np.linspace(half + search, width - half - search - 1, grid).astype(int):
+            if (content[y - half:y + half, x - half:x + half] == 0).any():
+                continue
+            patch = np.ascontiguousarray(ir_features[y - half:y + half, x - half:x + half])
+            if np.linalg.norm(patch, axis=2).mean() < 0.25:
+                continue
+            structured += 1
+            area = np.ascontiguousarray(vis_features[y - half - search:y + half + search,
+                                                     x - half - search:x + half + search])
+            scores = cv2.matchTemplate(area, patch, cv2.TM_CCOEFF_NORMED)
+            _, peak, _, (best_x, best_y) = cv2.minMaxLoc(scores)
+            if peak > 0.15 and np.hypot(best_x - search, best_y - search) <= \
+                    settings.agreement_px:
+                agreeing += 1
+    return structured, agreeing
+
+
 def is_blank(frame: np.ndarray) -> bool:
     """Whether an 8-bit frame is one uniform gray (within one level): nothing to align."""
     return int(frame.max()) - int(frame.min()) <= 1
@@ -665,12 +723,13 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     if ir_valid is None:
         ir_valid = [np.full(frame.shape[:2], 255, np.uint8) for frame in ir_frames]
     ir_valid = [(np.asarray(mask) > 0).astype(np.uint8) * 255 for mask in ir_valid]
-    fits = []
-    for ir, vis, valid in zip(ir_frames, vis_frames, ir_valid):
+    fits, fitted = [], []
+    for index, (ir, vis, valid) in enumerate(zip(ir_frames, vis_frames, ir_valid)):
         # A uniform frame (lens cap, a camera still starting) has no edge to align: its pair
         # is left out.
         if not (is_blank(ir) or is_blank(vis)):
             fits.append(fit_pair(ir, vis, initial, valid, settings))
+            fitted.append(index)
         if progress is not None:
             progress()
     if not fits:
@@ -682,12 +741,21 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     # Frames whose scene matches at several places say nothing about which one is right.
     clear = [fit for fit in fits if not fit.ambiguous]
     ambiguous_frames = len(fits) - len(clear)
+    used = [index for index, fit in zip(fitted, fits) if not fit.ambiguous]
+
+    def patches_supporting(homography: np.ndarray) -> tuple[int, int]:
+        counts = [local_agreement(ir_frames[index], vis_frames[index], homography,
+                                  ir_valid[index], settings) for index in used]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
     if not clear or not significantly_better(
             np.concatenate([fit.tile_gains for fit in clear]), settings):
+        structured, agreeing = patches_supporting(initial)
         return AutoResult(homography=normalised(initial), confidence=start_confidence,
                           residual_px=0.0, frames_used=len(clear),
                           per_frame=[initial] * len(clear), start_confidence=start_confidence,
-                          model="start", ambiguous_frames=ambiguous_frames)
+                          model="start", ambiguous_frames=ambiguous_frames,
+                          structured_patches=structured, agreeing_patches=agreeing)
     fits = clear
     estimates = [fit.homography for fit in fits]
     if len(estimates) == 1:
@@ -695,6 +763,7 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     else:
         combined, spread = combine_estimates(estimates, ir_size)
     models = [fit.model for fit in fits]
+    structured, agreeing = patches_supporting(combined)
     return AutoResult(
         homography=combined,
         confidence=float(np.median([fit.score for fit in fits])),
@@ -704,6 +773,8 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
         start_confidence=start_confidence,
         model=max(set(models), key=models.count),
         ambiguous_frames=ambiguous_frames,
+        structured_patches=structured,
+        agreeing_patches=agreeing,
     )
 
 
@@ -733,6 +804,12 @@ def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> 
             f"automatic registration is unreliable: edge-orientation correlation "
             f"{result.confidence:.2f} < {settings.min_confidence} (blank, featureless or "
             f"unrelated frames?): {advice}")
+    if result.agreement < settings.min_agreement:
+        raise StreamFuseError(
+            f"automatic registration is unreliable: only {result.agreeing_patches} of "
+            f"{result.structured_patches} structured patches of the registered pair agree with "
+            f"it within {settings.agreement_px} px (< {settings.min_agreement:.0%}; do both "
+            f"cameras see the same scene at the same moment?): {advice}")
     if result.residual_px > settings.max_spread_px:
         raise StreamFuseError(
             f"automatic registration is unreliable: the {result.frames_used} frame pairs "
