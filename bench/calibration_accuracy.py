@@ -244,6 +244,7 @@ def main() -> None:
                              "block_matches": block_matches,
                              "seconds": round(seconds[-1], 2), "size": list(size),
                              "confidence": round(result.confidence, 3),
+                             "agreement": round(result.agreement, 3),
                              "model": result.model, "refused": not accepted})
             print(f"{set_name} {index}: same {same[-1]:.3f} views {same_views[-1]:.3f} "
                   f"ir {error:.2f} "
@@ -329,6 +330,14 @@ def main() -> None:
         "stability_fixed_point": summary(fixed_point),
         "seconds_per_ir_pair": summary(seconds),
         "refused_fraction": float(np.mean(refused)),
+        "accepted_but_off": {
+            "what": "IR-vs-visible runs that wrote a file more than 3 px from the unwarped fit "
+                    "composed with the warp (a wrong file), and more than 10 px",
+            "over_3px": int(sum(1 for e, r in zip(cross_consistent, refused) if not r and e > 3)),
+            "over_10px": int(sum(1 for e, r in zip(cross_consistent, refused)
+                                 if not r and e > 10)),
+            "runs": len(refused),
+        },
         "pooled_clip_24_pairs": summary(clip_errors),
         "per_pair": per_pair,
         "seconds": round(time.perf_counter() - bench_started, 1),
