@@ -324,6 +324,17 @@ def main() -> None:
             "unwarped pair composed with the synthetic warp (the estimator's consistency); "
             "'unwarped_fit_vs_identity' is how far that fit is from the nominal alignment, "
             "'stability_fixed_point' how far --auto moves when started at it"),
+        "stability_where_block_matching_sees_alignment": {
+            "what": "stability (corner move of --auto on the unwarped pair) on the source pairs "
+                    "whose block_matching_fit lies within 1.5 px of the nominal alignment: the "
+                    "pairs an independent method calls already aligned",
+            "pairs": [f"{row['set']} {row['index']}" for row in per_pair
+                      if row["block_fit_vs_identity_px"] is not None
+                      and row["block_fit_vs_identity_px"] <= 1.5],
+            "moves_px": [row["stability_px"] for row in per_pair
+                         if row["block_fit_vs_identity_px"] is not None
+                         and row["block_fit_vs_identity_px"] <= 1.5],
+        },
         "stability_unwarped_vs_identity": summary(stable),
         "stability_as_written": summary(stable_written),
         "stability_as_written_note": "a refused --auto writes nothing: its move counts 0",
