@@ -23,13 +23,14 @@ settings) on the unwarped pair, and from its own fit when started there (`fixed_
 pairs are from their nominal alignment independently of the estimator under test.
 
 Runs single-threaded (OpenCV and BLAS) so it does not compete with other jobs.
-Run: python bench/calibration_accuracy.py [--pairs N] -> bench/results/calibration_auto.json
+Run: python bench/calibration_accuracy.py [--pairs N] [--workers K] -> bench/results/calibration_auto.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -167,91 +168,104 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
         container.mux(stream.encode())
 
 
+def measure_pair(job: tuple[str, int, np.ndarray]) -> dict:
+    """Every measurement on one source pair, given its synthetic warp (runs in a worker)."""
+    set_name, index, warp = job
+    cv2.setNumThreads(1)
+    ir, vis = read_pair(set_name, index)
+    size = (ir.shape[1], ir.shape[0])
+    truth = np.linalg.inv(warp)
+    moved, valid = warp_with_mask(vis, warp)
+    same = corner_error(
+        auto.register_frames([moved], [vis], ir_valid=[valid]).homography, truth, size)
+    # Each pair's own stream for the two views, so that workers do not share one.
+    view_a, view_b, view_valid, a_to_b = two_views(
+        vis, np.random.default_rng([7, ("flir-test", "tno").index(set_name), index]))
+    same_views = corner_error(auto.register_frames(
+        [view_a], [view_b], ir_valid=[view_valid]).homography, a_to_b,
+        (vis.shape[1], vis.shape[0]))
+    unwarped = auto.register_frames([ir], [vis])
+    try:
+        auto.check_reliable(unwarped)
+        unwarped_written = True
+    except Exception:  # noqa: BLE001 - a refusal writes nothing: no move
+        unwarped_written = False
+    unwarped_fit = auto.register_frames([ir], [vis], settings=BEST_FIT)
+    own_fit = auto.register_frames([ir], [vis], initial=unwarped_fit.homography)
+    moved, valid = warp_with_mask(ir, warp)
+    started = time.perf_counter()
+    result = auto.register_frames([moved], [vis], ir_valid=[valid])
+    seconds = time.perf_counter() - started
+    try:
+        auto.check_reliable(result)
+        accepted = True
+    except Exception:  # noqa: BLE001 - a refusal is a measured outcome here
+        accepted = False
+    block_fit, block_matches = block_matching_fit(ir, vis)
+    return {
+        "set": set_name, "index": index, "size": list(size),
+        "same_modality_px": same, "same_modality_two_views_px": same_views,
+        "error_px": corner_error(result.homography, truth, size),
+        "vs_unwarped_fit_px": corner_error(result.homography,
+                                           unwarped_fit.homography @ truth, size),
+        "stability_px": corner_error(unwarped.homography, np.eye(3), size),
+        "unwarped_written": unwarped_written,
+        "unwarped_fit_vs_identity_px": corner_error(unwarped_fit.homography, np.eye(3), size),
+        "fixed_point_px": corner_error(own_fit.homography, unwarped_fit.homography, size),
+        "block_fit_vs_identity_px": None if block_fit is None else corner_error(
+            block_fit, np.eye(3), size),
+        "block_fit_vs_unwarped_fit_px": None if block_fit is None else corner_error(
+            block_fit, unwarped_fit.homography, size),
+        "block_matches": block_matches, "seconds": seconds,
+        "confidence": result.confidence, "agreement": result.agreement,
+        "model": result.model, "refused": not accepted,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=12, help="pairs per data set")
     parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes measuring pairs side by side (each single-threaded)")
     parser.add_argument("--output", default=str(ROOT / "bench/results/calibration_auto.json"))
     args = parser.parse_args()
     cv2.setNumThreads(1)
     rng = np.random.default_rng(2024)
     bench_started = time.perf_counter()
-    same, cross, cross_consistent, stable, refused, per_pair = [], [], [], [], [], []
-    same_views = []
-    views_rng = np.random.default_rng(7)  # its own stream: the other warps stay as they were
-    unwarped_offset, fixed_point, seconds, stable_written = [], [], [], []
-    block_offset, block_agreement, fit_offset_where_blocks = [], [], []
+    jobs = []
     for set_name in ("flir-test", "tno"):
         for index in range(args.pairs):
-            ir, vis = read_pair(set_name, index)
-            size = (ir.shape[1], ir.shape[0])
-            warp = random_homography(rng, size)
-            truth = np.linalg.inv(warp)
-            moved, valid = warp_with_mask(vis, warp)
-            same.append(corner_error(
-                auto.register_frames([moved], [vis], ir_valid=[valid]).homography, truth, size))
-            view_a, view_b, view_valid, a_to_b = two_views(vis, views_rng)
-            same_views.append(corner_error(auto.register_frames(
-                [view_a], [view_b], ir_valid=[view_valid]).homography, a_to_b,
-                (vis.shape[1], vis.shape[0])))
-            unwarped = auto.register_frames([ir], [vis])
-            try:
-                auto.check_reliable(unwarped)
-                unwarped_written = True
-            except Exception:  # noqa: BLE001 - a refusal writes nothing: no move
-                unwarped_written = False
-            unwarped_fit = auto.register_frames([ir], [vis], settings=BEST_FIT)
-            own_fit = auto.register_frames([ir], [vis], initial=unwarped_fit.homography)
-            moved, valid = warp_with_mask(ir, warp)
-            started = time.perf_counter()
-            result = auto.register_frames([moved], [vis], ir_valid=[valid])
-            seconds.append(time.perf_counter() - started)
-            try:
-                auto.check_reliable(result)
-                accepted = True
-            except Exception:  # noqa: BLE001 - a refusal is a measured outcome here
-                accepted = False
-            error = corner_error(result.homography, truth, size)
-            consistent = corner_error(result.homography, unwarped_fit.homography @ truth, size)
-            stability = corner_error(unwarped.homography, np.eye(3), size)
-            stable_written.append(stability if unwarped_written else 0.0)
-            unwarped_offset.append(corner_error(unwarped_fit.homography, np.eye(3), size))
-            fixed_point.append(corner_error(own_fit.homography, unwarped_fit.homography, size))
-            block_fit, block_matches = block_matching_fit(ir, vis)
-            block_vs_identity = None if block_fit is None else corner_error(
-                block_fit, np.eye(3), size)
-            block_vs_fit = None if block_fit is None else corner_error(
-                block_fit, unwarped_fit.homography, size)
-            if block_fit is not None:
-                block_offset.append(block_vs_identity)
-                block_agreement.append(block_vs_fit)
-                fit_offset_where_blocks.append(unwarped_offset[-1])
-            cross.append(error)
-            cross_consistent.append(consistent)
-            stable.append(stability)
-            refused.append(not accepted)
-            per_pair.append({"set": set_name, "index": index, "error_px": round(error, 3),
-                             "same_modality_px": round(same[-1], 4),
-                             "same_modality_two_views_px": round(same_views[-1], 4),
-                             "vs_unwarped_fit_px": round(consistent, 3),
-                             "stability_px": round(stability, 3),
-                             "unwarped_fit_vs_identity_px": round(unwarped_offset[-1], 3),
-                             "fixed_point_px": round(fixed_point[-1], 3),
-                             "block_fit_vs_identity_px": block_vs_identity and round(
-                                 block_vs_identity, 3),
-                             "block_fit_vs_unwarped_fit_px": block_vs_fit and round(
-                                 block_vs_fit, 3),
-                             "block_matches": block_matches,
-                             "seconds": round(seconds[-1], 2), "size": list(size),
-                             "confidence": round(result.confidence, 3),
-                             "agreement": round(result.agreement, 3),
-                             "model": result.model, "refused": not accepted})
-            print(f"{set_name} {index}: same {same[-1]:.3f} views {same_views[-1]:.3f} "
-                  f"ir {error:.2f} "
-                  f"consistent {consistent:.2f} stable {stability:.2f} "
-                  f"offset {unwarped_offset[-1]:.2f} fixed {fixed_point[-1]:.2f} "
-                  f"conf {result.confidence:.2f}{' REFUSED' if not accepted else ''}",
+            ir, _ = read_pair(set_name, index)
+            jobs.append((set_name, index, random_homography(rng, (ir.shape[1], ir.shape[0]))))
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        rows = []
+        for row in pool.imap(measure_pair, jobs):
+            rows.append(row)
+            print(f"{row['set']} {row['index']}: same {row['same_modality_px']:.3f} "
+                  f"views {row['same_modality_two_views_px']:.3f} ir {row['error_px']:.2f} "
+                  f"consistent {row['vs_unwarped_fit_px']:.2f} "
+                  f"stable {row['stability_px']:.2f} "
+                  f"offset {row['unwarped_fit_vs_identity_px']:.2f} "
+                  f"fixed {row['fixed_point_px']:.2f} conf {row['confidence']:.2f} "
+                  f"agree {row['agreement']:.2f}{' REFUSED' if row['refused'] else ''}",
                   flush=True)
+    same = [row["same_modality_px"] for row in rows]
+    same_views = [row["same_modality_two_views_px"] for row in rows]
+    cross = [row["error_px"] for row in rows]
+    cross_consistent = [row["vs_unwarped_fit_px"] for row in rows]
+    stable = [row["stability_px"] for row in rows]
+    stable_written = [row["stability_px"] if row["unwarped_written"] else 0.0 for row in rows]
+    refused = [row["refused"] for row in rows]
+    unwarped_offset = [row["unwarped_fit_vs_identity_px"] for row in rows]
+    fixed_point = [row["fixed_point_px"] for row in rows]
+    seconds = [row["seconds"] for row in rows]
+    blocks = [row for row in rows if row["block_fit_vs_identity_px"] is not None]
+    block_offset = [row["block_fit_vs_identity_px"] for row in blocks]
+    block_agreement = [row["block_fit_vs_unwarped_fit_px"] for row in blocks]
+    fit_offset_where_blocks = [row["unwarped_fit_vs_identity_px"] for row in blocks]
+    per_pair = [{key: round(value, 4) if isinstance(value, float) else value
+                 for key, value in row.items()} for row in rows]
     accepted_errors = [e for e, r in zip(cross, refused) if not r]
     # A refusal counts as a failure of the 3 px target.
     consistent_or_refused = [np.inf if r else e for e, r in zip(cross_consistent, refused)]
@@ -349,7 +363,7 @@ def main() -> None:
                                  if not r and e > 10)),
             "runs": len(refused),
         },
-        "pooled_clip_24_pairs": summary(clip_errors),
+        "pooled_clip_24_pairs": summary(clip_errors) if clip_errors else None,
         "per_pair": per_pair,
         "seconds": round(time.perf_counter() - bench_started, 1),
         "machine": platform.processor() or platform.machine(),
