@@ -23,7 +23,8 @@ settings) on the unwarped pair, and from its own fit when started there (`fixed_
 pairs are from their nominal alignment independently of the estimator under test.
 
 Runs single-threaded (OpenCV and BLAS) so it does not compete with other jobs.
-Run: python bench/calibration_accuracy.py [--pairs N] [--workers K] -> bench/results/calibration_auto.json
+Run: python bench/calibration_accuracy.py [--pairs N] [--workers K]
+(-> bench/results/calibration_auto.json)
 """
 
 from __future__ import annotations
