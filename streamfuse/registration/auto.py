@@ -84,7 +84,7 @@ class AutoSettings:
     min_confidence: float = 0.15  # refuse below this full-resolution orientation correlation
     # The registered pair is cut into agreement_grid x agreement_grid patches; a patch with
     # structure supports the result when its own best shift (within +-agreement_search px)
-    # is within agreement_px of none. Refuse when fewer than min_agreement of them do: a
+    # is at most agreement_px long. Refuse when fewer than min_agreement of them do: a
     # chance alignment of two views that share little (another scene, another moment, a much
     # wider lens) scores a fair correlation on a few strong lines, but few patches agree.
     agreement_grid: int = 8
@@ -662,8 +662,8 @@ def local_agreement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.
     blur); a grid of ``agreement_grid`` x ``agreement_grid`` square patches of the warped IR
     features is matched by translation within +-``agreement_search`` px (normalised
     cross-correlation). A patch counts when it lies in valid IR content and has structure (mean
-    feature weight >= 0.25); it agrees when its best shift is within ``agreement_px`` of none
-    with a correlation above 0.15. By chance, about one patch in ten would. (H_ir, W_ir) and
+    feature weight >= 0.25); it agrees when its best shift is at most ``agreement_px`` long, at
+    a correlation above 0.15. By chance, about one patch in ten would. (H_ir, W_ir) and
     (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> (structured, agreeing)."""
     vis_size = (vis_frame.shape[1], vis_frame.shape[0])
     warped = cv2.warpPerspective(ir_frame, homography, vis_size, flags=cv2.INTER_LINEAR)
