@@ -74,6 +74,10 @@ class AutoSettings:
     # the passes of that last ECC: a wide basin first, then the least biased optimum
     final_iterations: int = 100  # that last ECC aims at hundredths of a pixel: more iterations
     final_epsilon: float = 1e-3  # and a tighter stop (level pixels) than the gradient levels
+    intensity_score_sigma: float = 1.0  # same modality: candidates are scored on intensities
+    # blurred this much. Bilinear resampling smooths by an amount that varies with the
+    # sub-pixel phase; unblurred, that favours whole-pixel positions (flir-train 30's copy
+    # scored higher 0.37 px off than at the truth)
     refined_tolerance: float = 0.01  # the homography replaces the similarity unless it scores
     # this much lower (Fisher z)
     keep_px: float = 1.0  # to replace the start, the best candidate shifted by this many
@@ -514,16 +518,11 @@ def tile_scores(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndar
                 intensity: bool = False) -> np.ndarray:
     """``alignment_score`` in each of ``tiles`` x ``tiles`` equal tiles of the visible frame:
     (tiles * tiles,) float64, 0 where a tile has too little content to score. ``intensity``:
-    correlate the intensities over the valid IR content instead (same-modality pairs)."""
+    correlate the intensities, both blurred by ``sigma``, over the valid IR content instead
+    (same-modality pairs)."""
     if intensity:
-        vis_size = (vis_frame.shape[1], vis_frame.shape[0])
-        if ir_valid is None:
-            ir_valid = np.full(ir_frame.shape[:2], 255, np.uint8)
-        template = vis_frame.astype(np.float64)
-        warped = cv2.warpPerspective(ir_frame, homography, vis_size,
-                                     flags=cv2.INTER_LINEAR).astype(np.float64)
-        mask = cv2.warpPerspective(ir_valid, homography, vis_size,
-                                   flags=cv2.INTER_NEAREST) > 0
+        template, warped, mask = _registered_intensities(ir_frame, vis_frame, homography,
+                                                         ir_valid, sigma)
     else:
         template, warped, mask = _registered_features(ir_frame, vis_frame, homography,
                                                       ir_valid, sigma)
@@ -548,15 +547,42 @@ def significantly_better(gains: np.ndarray, settings: AutoSettings) -> bool:
     return mean >= settings.keep_margin and mean >= settings.min_gain_t * spread
 
 
-def intensity_correlation(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
-                          ir_valid: np.ndarray) -> float:
-    """Correlation coefficient of the raw intensities of the visible frame and the IR frame
-    warped by ``homography`` (IR->visible), over the visible pixels with valid IR content.
-    (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+def _warped_content(ir_valid: np.ndarray, homography: np.ndarray, vis_size: tuple[int, int]
+                    ) -> np.ndarray:
+    """(H_vis, W_vis) bool: visible pixels with valid IR content after ``homography``, less
+    3 px along its border, where the bilinear resampling (of a warped frame, and here) mixes
+    in the black fill. On a flat sky those darkened pixels decide an intensity correlation:
+    flir-train 30's same-modality copy scored its top tiles 0.89 at 0.37 px from the truth and
+    0.81 at 0.007 px."""
+    mask = cv2.warpPerspective(ir_valid, homography, vis_size, flags=cv2.INTER_NEAREST)
+    return _content_mask(mask.shape, mask, 3) > 0
+
+
+def _registered_intensities(ir_frame: np.ndarray, vis_frame: np.ndarray,
+                            homography: np.ndarray, ir_valid: np.ndarray | None, sigma: float
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(visible intensities, IR intensities warped by ``homography``, (H_vis, W_vis) bool mask
+    of the valid IR content), float32, both frames blurred by ``sigma`` first (0: raw); the
+    valid content loses the blur's reach along its border, where the black fill smears in."""
     vis_size = (vis_frame.shape[1], vis_frame.shape[0])
-    warped = cv2.warpPerspective(ir_frame, homography, vis_size, flags=cv2.INTER_LINEAR)
-    mask = cv2.warpPerspective(ir_valid, homography, vis_size, flags=cv2.INTER_NEAREST) > 0
-    return _correlation(vis_frame, warped, mask)
+    if ir_valid is None:
+        ir_valid = np.full(ir_frame.shape[:2], 255, np.uint8)
+    template, moving = vis_frame.astype(np.float32), ir_frame.astype(np.float32)
+    if sigma > 0:
+        template = cv2.GaussianBlur(template, (0, 0), sigma)
+        moving = cv2.GaussianBlur(moving, (0, 0), sigma)
+        ir_valid = _content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)))
+    warped = cv2.warpPerspective(moving, homography, vis_size, flags=cv2.INTER_LINEAR)
+    return template, warped, _warped_content(ir_valid, homography, vis_size)
+
+
+def intensity_correlation(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                          ir_valid: np.ndarray, sigma: float = 0.0) -> float:
+    """Correlation coefficient of the intensities of the visible frame and the IR frame
+    warped by ``homography`` (IR->visible), both blurred by ``sigma`` (0: raw), over the visible
+    pixels with valid IR content. (H_ir, W_ir) and (H_vis, W_vis) uint8 -> float in [-1, 1]."""
+    return _correlation(*_registered_intensities(ir_frame, vis_frame, homography, ir_valid,
+                                                 sigma))
 
 
 def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
@@ -621,18 +647,24 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
         refined = intensity_refinement(ir_frame, vis_frame, fine, ir_valid, settings)
         # A pass can run away on a nearly featureless frame: drop it when it fits clearly
         # worse (a small loss is the raw, unblurred correlation disagreeing with ECC's).
-        if intensity_correlation(ir_frame, vis_frame, refined, ir_valid) >= \
-                fine_intensity - 0.01:
+        if intensity_correlation(ir_frame, vis_frame, refined, ir_valid,
+                                 settings.intensity_score_sigma) >= intensity_correlation(
+                ir_frame, vis_frame, fine, ir_valid, settings.intensity_score_sigma) - 0.01:
             candidates[-1] = ("homography", refined)
     scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.score_sigma)
               for _, h in candidates]
     # Same modality: the intensities are the stronger evidence (gradients of noise, as in
     # smoke or fog, barely correlate after resampling).
-    per_tile = [fisher_z(tile_scores(ir_frame, vis_frame, h, ir_valid, settings.score_sigma,
+    tile_sigma = settings.intensity_score_sigma if same_modality else settings.score_sigma
+    per_tile = [fisher_z(tile_scores(ir_frame, vis_frame, h, ir_valid, tile_sigma,
                                      settings.score_tiles, intensity=same_modality))
                 for _, h in candidates]
-    evidence = [tiles.mean() for tiles in per_tile] if same_modality else fisher_z(
-        np.array(scores))
+    # Which candidate fits best is judged over the whole frame: on the intensities, tiles of
+    # flat sky can favour a candidate 0.4 px off (resampling smooths their noise unequally).
+    evidence = fisher_z(np.array(
+        [intensity_correlation(ir_frame, vis_frame, h, ir_valid, settings.intensity_score_sigma)
+         for _, h in candidates]
+        if same_modality else scores))
     # The homography is the similarity refined with more freedom at full resolution: it is
     # kept unless it clearly scores worse (it ran away); near-ties are resampling noise.
     refined = 2 if evidence[2] >= evidence[1] - settings.refined_tolerance else 1
@@ -643,7 +675,7 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
     # that is not what the scores can tell from parallax or noise.
     tolerated = np.mean([fisher_z(tile_scores(
         ir_frame, vis_frame, np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]) @
-        candidates[best][1], ir_valid, settings.score_sigma, settings.score_tiles,
+        candidates[best][1], ir_valid, tile_sigma, settings.score_tiles,
         intensity=same_modality)) for dx, dy in settings.keep_px * np.array(
             [[1, 0], [-1, 0], [0, 1], [0, -1]])], axis=0)
     return PairFit(homography=candidates[best][1], model=candidates[best][0],
