@@ -341,8 +341,9 @@ def main() -> None:
             "block_fit_vs_unwarped_fit": summary(block_agreement) if block_offset else None,
         },
         "ir_vs_visible_reference": (
-            "the source pairs are aligned only to ~1 px (TNO) and show 2-6 px local parallax "
-            "(FLIR), so 'ir_vs_visible' (vs the nominal synthetic truth) includes the source "
+            "the source pairs are not aligned to ~1 px (parallax, offsets, and some pairs that "
+            "are not one view; see source_alignment_by_block_matching), so 'ir_vs_visible' "
+            "(vs the nominal synthetic truth) includes the source "
             "misalignment; 'ir_vs_visible_vs_unwarped_fit' scores against the best fit on the "
             "unwarped pair composed with the synthetic warp (the estimator's consistency); "
             "'unwarped_fit_vs_identity' is how far that fit is from the nominal alignment, "
