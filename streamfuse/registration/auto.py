@@ -53,6 +53,9 @@ class AutoSettings:
     # escapes them varies from scene to scene.
     fine_schedules: tuple[tuple[float, tuple[int, ...]], ...] = (
         (1.0, (320, 640)), (2.0, (320, 640)), (1.0, (160, 320, 640)))
+    schedule_tie: float = 0.005  # schedules scoring within this of the best one tie; how far
+    max_uncertainty_px: float = 1.5  # they end from it (mean corner distance) is the fit's
+    # uncertainty, and --auto refuses to move by a fit more uncertain than this
     blur_sigma: float = 1.0  # smoothing before the gradient, in pixels of each pyramid level
     score_sigma: float = 2.0  # the same at full resolution for the scores and the last level
     # (fine noise, e.g. of a night-time visible camera, would otherwise dominate the gradients)
@@ -115,6 +118,8 @@ class AutoResult:
     start_confidence: float
     model: str
     ambiguous_frames: int = 0
+    uncertainty_px: float = 0.0  # of the fine stage (``fine_alignments``): the median over
+    # the n frames used, / sqrt(n); 0 when the start is kept
     structured_patches: int = 0  # over all frames used: patches with structure,
     agreeing_patches: int = 0  # and those supporting the homography (``local_agreement``)
 
@@ -406,7 +411,16 @@ def fine_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarra
     """Homography ECC from ``start`` along each of the ``fine_schedules`` (a full-width level
     with the ``score_sigma`` smoothing), IR->visible: the one with the best full-resolution
     ``alignment_score``."""
-    best_score, best = -np.inf, start
+    return fine_alignments(ir_frame, vis_frame, start, ir_valid, settings)[0]
+
+
+def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
+                    ir_valid: np.ndarray, settings: AutoSettings) -> tuple[np.ndarray, float]:
+    """``fine_alignment`` and its uncertainty: the largest mean corner distance (IR image
+    corners, visible pixels) from it of the schedules that score within ``schedule_tie`` of
+    it. Where the scene pins the homography down, every schedule ends at one place; on a weak
+    scene they end pixels apart with the same score, and no score can tell which is right."""
+    ends = []
     for blur_sigma, schedule_widths in settings.fine_schedules:
         widths = sorted({min(width, vis_frame.shape[1]) for width in schedule_widths})
         homography = start
@@ -414,10 +428,13 @@ def fine_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarra
             sigma = settings.score_sigma if width >= vis_frame.shape[1] else blur_sigma
             level = _level(ir_frame, vis_frame, ir_valid, width, sigma, pad=False)
             homography, _ = _level_ecc(level, homography, "homography", settings)
-        score = alignment_score(ir_frame, vis_frame, homography, ir_valid, settings.score_sigma)
-        if score > best_score:
-            best_score, best = score, homography
-    return best
+        ends.append((alignment_score(ir_frame, vis_frame, homography, ir_valid,
+                                     settings.score_sigma), homography))
+    best_score, best = max(ends, key=lambda end: end[0])
+    ir_size = (ir_frame.shape[1], ir_frame.shape[0])
+    uncertainty = max(corner_error(homography, best, ir_size) for score, homography in ends
+                      if score >= best_score - settings.schedule_tie)
+    return best, uncertainty
 
 
 def search_similarity(template: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray,
@@ -623,7 +640,8 @@ class PairFit:
     """The best-scoring estimate for one frame pair and the evidence for moving to it: (3, 3)
     homography and its model, full-resolution scores of it and of the start, and the
     (tiles,) gains over the start's per-tile scores of its own shifted by ``keep_px`` (Fisher
-    z, see ``significantly_better``); ``ambiguous``: see ``ambiguous``."""
+    z, see ``significantly_better``); ``ambiguous``: see ``ambiguous``; ``uncertainty_px``: see
+    ``fine_alignments``."""
 
     homography: np.ndarray
     model: str
@@ -631,6 +649,8 @@ class PairFit:
     start_score: float
     tile_gains: np.ndarray
     ambiguous: bool = False
+    uncertainty_px: float = 0.0  # of the fine stage (``fine_alignments``); 0 where the
+    # intensities decide (same modality)
 
 
 def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
@@ -639,7 +659,7 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
     frame to one (H_vis, W_vis) uint8 visible frame from the (3, 3) ``initial`` homography."""
     coarse_options = coarse_candidates(ir_frame, vis_frame, initial, ir_valid, settings)
     coarse = coarse_options[0][0]
-    fine = fine_alignment(ir_frame, vis_frame, coarse, ir_valid, settings)
+    fine, uncertainty = fine_alignments(ir_frame, vis_frame, coarse, ir_valid, settings)
     candidates = [("start", initial), ("similarity", coarse), ("homography", fine)]
     fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)
     same_modality = fine_intensity > settings.intensity_correlation
@@ -682,7 +702,8 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
                    score=scores[best], start_score=scores[0],
                    tile_gains=tolerated - per_tile[0],
                    ambiguous=ambiguous(coarse_options, (ir_frame.shape[1], ir_frame.shape[0]),
-                                       settings))
+                                       settings),
+                   uncertainty_px=0.0 if same_modality else uncertainty)
 
 
 def local_agreement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
@@ -805,6 +826,9 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
         start_confidence=start_confidence,
         model=max(set(models), key=models.count),
         ambiguous_frames=ambiguous_frames,
+        # The median of n frames' estimates wanders about 1/sqrt(n) as far as one does.
+        uncertainty_px=float(np.median([fit.uncertainty_px for fit in fits])) / np.sqrt(
+            len(fits)),
         structured_patches=structured,
         agreeing_patches=agreeing,
     )
@@ -842,6 +866,11 @@ def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> 
             f"{result.structured_patches} structured patches of the registered pair agree with "
             f"it within {settings.agreement_px} px (< {settings.min_agreement:.0%}; do both "
             f"cameras see the same scene at the same moment?): {advice}")
+    if result.uncertainty_px > settings.max_uncertainty_px:
+        raise StreamFuseError(
+            f"automatic registration is unreliable: equally good fits lie "
+            f"{result.uncertainty_px:.1f} px apart (> {settings.max_uncertainty_px} px; the "
+            f"scene does not pin the alignment down): {advice}")
     if result.residual_px > settings.max_spread_px:
         raise StreamFuseError(
             f"automatic registration is unreliable: the {result.frames_used} frame pairs "
