@@ -534,6 +534,20 @@ def test_auto_refuses_a_chance_alignment_that_few_patches_support():
         auto.check_reliable(result)
 
 
+def test_auto_refuses_a_fit_whose_equally_good_alternatives_lie_apart():
+    # TNO 31 warped as in the bench: before this check --auto wrote a file 3.6 px from the
+    # pair's own best fit. Its fine schedules end 6.8 px apart at scores within 0.005.
+    ir, vis = read_pair("tno", 31)
+    warp = np.array([[9.5229702511e-01, 3.8888947772e-02, 3.0258005555e+01],
+                     [-4.4860466979e-03, 9.7043162451e-01, -7.3877758819e-01],
+                     [7.6620186796e-06, 6.8446613341e-05, 1.0]])
+    moved, valid = _warped(ir, warp)
+    result = auto.register_frames([moved], [vis], ir_valid=[valid])
+    assert result.uncertainty_px > auto.AutoSettings().max_uncertainty_px
+    with pytest.raises(StreamFuseError, match="equally good fits"):
+        auto.check_reliable(result)
+
+
 def test_local_agreement_of_a_true_and_a_shifted_alignment():
     # TNO 7 is aligned to about half a pixel: nearly all of its structured patches agree with
     # the identity, hardly any with the identity shifted by 5 px.
