@@ -325,12 +325,12 @@ def test_fine_alignment_keeps_the_best_scoring_schedule():
     moved, valid = _warped(ir, warp)
     settings = auto.AutoSettings()
     start = auto.coarse_candidates(moved, vis, np.eye(3), valid, settings)[0][0]
-    ends = [auto.fine_alignment(moved, vis, start, valid,
-                                dataclasses.replace(settings, fine_schedules=(schedule,)))
+    ends = [auto.fine_alignments(moved, vis, start, valid,
+                                 dataclasses.replace(settings, fine_schedules=(schedule,)))[0]
             for schedule in settings.fine_schedules]
     scores = [auto.alignment_score(moved, vis, end, valid, settings.score_sigma) for end in ends]
     assert max(corner_error(end, ends[0], size) for end in ends) > 0.5  # they do differ
-    combined = auto.fine_alignment(moved, vis, start, valid, settings)
+    combined = auto.fine_alignments(moved, vis, start, valid, settings)[0]
     assert corner_error(combined, ends[int(np.argmax(scores))], size) < 1e-9
 
 

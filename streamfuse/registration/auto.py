@@ -406,19 +406,13 @@ def ambiguous(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, in
                for homography, correlation in candidates[1:])
 
 
-def fine_alignment(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
-                   ir_valid: np.ndarray, settings: AutoSettings) -> np.ndarray:
-    """Homography ECC from ``start`` along each of the ``fine_schedules`` (a full-width level
-    with the ``score_sigma`` smoothing), IR->visible: the one with the best full-resolution
-    ``alignment_score``."""
-    return fine_alignments(ir_frame, vis_frame, start, ir_valid, settings)[0]
-
-
 def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
                     ir_valid: np.ndarray, settings: AutoSettings) -> tuple[np.ndarray, float]:
-    """``fine_alignment`` and its uncertainty: the largest mean corner distance (IR image
-    corners, visible pixels) from it of the schedules that score within ``schedule_tie`` of
-    it. Where the scene pins the homography down, every schedule ends at one place; on a weak
+    """Homography ECC from ``start`` along each of the ``fine_schedules`` (a full-width level
+    with the ``score_sigma`` smoothing), IR->visible: (the end with the best full-resolution
+    ``alignment_score``, its uncertainty). The uncertainty is the largest mean corner distance
+    (IR image corners, visible pixels) from it of the ends that score within ``schedule_tie``
+    of it. Where the scene pins the homography down, every schedule ends at one place; on a weak
     scene they end pixels apart with the same score, and no score can tell which is right."""
     ends = []
     for blur_sigma, schedule_widths in settings.fine_schedules:
@@ -568,9 +562,7 @@ def _warped_content(ir_valid: np.ndarray, homography: np.ndarray, vis_size: tupl
                     ) -> np.ndarray:
     """(H_vis, W_vis) bool: visible pixels with valid IR content after ``homography``, less
     3 px along its border, where the bilinear resampling (of a warped frame, and here) mixes
-    in the black fill. On a flat sky those darkened pixels decide an intensity correlation:
-    flir-train 30's same-modality copy scored its top tiles 0.89 at 0.37 px from the truth and
-    0.81 at 0.007 px."""
+    in the black fill."""
     mask = cv2.warpPerspective(ir_valid, homography, vis_size, flags=cv2.INTER_NEAREST)
     return _content_mask(mask.shape, mask, 3) > 0
 
@@ -664,13 +656,17 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
     fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)
     same_modality = fine_intensity > settings.intensity_correlation
     if same_modality:
+        def intensity_fit(homography: np.ndarray) -> float:
+            return intensity_correlation(ir_frame, vis_frame, homography, ir_valid,
+                                         settings.intensity_score_sigma)
+
+        fits = [intensity_fit(initial), intensity_fit(coarse), intensity_fit(fine)]
         refined = intensity_refinement(ir_frame, vis_frame, fine, ir_valid, settings)
+        refined_fit = intensity_fit(refined)
         # A pass can run away on a nearly featureless frame: drop it when it fits clearly
-        # worse (a small loss is the raw, unblurred correlation disagreeing with ECC's).
-        if intensity_correlation(ir_frame, vis_frame, refined, ir_valid,
-                                 settings.intensity_score_sigma) >= intensity_correlation(
-                ir_frame, vis_frame, fine, ir_valid, settings.intensity_score_sigma) - 0.01:
-            candidates[-1] = ("homography", refined)
+        # worse (a small loss is this correlation disagreeing with ECC's).
+        if refined_fit >= fits[2] - 0.01:
+            candidates[-1], fits[2] = ("homography", refined), refined_fit
     scores = [alignment_score(ir_frame, vis_frame, h, ir_valid, settings.score_sigma)
               for _, h in candidates]
     # Same modality: the intensities are the stronger evidence (gradients of noise, as in
@@ -681,10 +677,7 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
                 for _, h in candidates]
     # Which candidate fits best is judged over the whole frame: on the intensities, tiles of
     # flat sky can favour a candidate 0.4 px off (resampling smooths their noise unequally).
-    evidence = fisher_z(np.array(
-        [intensity_correlation(ir_frame, vis_frame, h, ir_valid, settings.intensity_score_sigma)
-         for _, h in candidates]
-        if same_modality else scores))
+    evidence = fisher_z(np.array(fits if same_modality else scores))
     # The homography is the similarity refined with more freedom at full resolution: it is
     # kept unless it clearly scores worse (it ran away); near-ties are resampling noise.
     refined = 2 if evidence[2] >= evidence[1] - settings.refined_tolerance else 1
