@@ -392,25 +392,43 @@ def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.n
     return sorted(refined, key=lambda candidate: -candidate[1])
 
 
-def ambiguous(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, int],
-              settings: AutoSettings) -> bool:
-    """Whether another coarse candidate, ending more than ``ambiguity_px`` from the best one
-    (mean corner distance), correlates almost as well (``ambiguity_ratio`` of the best): the
-    scene matches at two places (repetitive structure, or too little shared structure to
-    tell), so neither can be trusted."""
+def rivals(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, int],
+           settings: AutoSettings) -> list[np.ndarray]:
+    """The coarse candidates that could be another answer: ending more than ``ambiguity_px``
+    from the best one and from each other (mean corner distance), with a correlation of at
+    least ``ambiguity_ratio`` of the best; [] when the best does not correlate at all."""
     best, best_correlation = candidates[0]
+    found: list[np.ndarray] = []
     if best_correlation <= 0:
+        return found
+    for homography, correlation in candidates[1:]:
+        if correlation >= settings.ambiguity_ratio * best_correlation and all(
+                corner_error(homography, kept, ir_size) > settings.ambiguity_px
+                for kept in [best, *found]):
+            found.append(homography)
+    return found
+
+
+def ambiguous(ends: list[tuple[np.ndarray, float]], ir_size: tuple[int, int],
+              settings: AutoSettings) -> bool:
+    """Whether another refined end, more than ``ambiguity_px`` from the best one (mean corner
+    distance), scores almost as well (``ambiguity_ratio`` of the best) at full resolution: the
+    scene matches at two places (repetitive structure, or too little shared structure to
+    tell), so neither can be trusted. ``ends``: [(homography, score)], best first."""
+    best, best_score = ends[0]
+    if best_score <= 0:
         return True
-    return any(correlation >= settings.ambiguity_ratio * best_correlation and
+    return any(score >= settings.ambiguity_ratio * best_score and
                corner_error(homography, best, ir_size) > settings.ambiguity_px
-               for homography, correlation in candidates[1:])
+               for homography, score in ends[1:])
 
 
 def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
-                    ir_valid: np.ndarray, settings: AutoSettings) -> tuple[np.ndarray, float]:
+                    ir_valid: np.ndarray, settings: AutoSettings
+                    ) -> tuple[np.ndarray, float, float]:
     """Homography ECC from ``start`` along each of the ``fine_schedules`` (a full-width level
     with the ``score_sigma`` smoothing), IR->visible: (the end with the best full-resolution
-    ``alignment_score``, its uncertainty). The uncertainty is the largest mean corner distance
+    ``alignment_score``, that score, its uncertainty). The uncertainty is the largest mean corner distance
     (IR image corners, visible pixels) from it of the ends that score within ``schedule_tie``
     of it. Where the scene pins the homography down, every schedule ends at one place; on a weak
     scene they end pixels apart with the same score, and no score can tell which is right."""
@@ -428,7 +446,7 @@ def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarr
     ir_size = (ir_frame.shape[1], ir_frame.shape[0])
     uncertainty = max(corner_error(homography, best, ir_size) for score, homography in ends
                       if score >= best_score - settings.schedule_tie)
-    return best, uncertainty
+    return best, best_score, uncertainty
 
 
 def search_similarity(template: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray,
@@ -649,9 +667,15 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
              ir_valid: np.ndarray, settings: AutoSettings) -> PairFit:
     """The best candidate (start, similarity, homography) aligning one (H_ir, W_ir) uint8 IR
     frame to one (H_vis, W_vis) uint8 visible frame from the (3, 3) ``initial`` homography."""
+    ir_size = (ir_frame.shape[1], ir_frame.shape[0])
     coarse_options = coarse_candidates(ir_frame, vis_frame, initial, ir_valid, settings)
-    coarse = coarse_options[0][0]
-    fine, uncertainty = fine_alignments(ir_frame, vis_frame, coarse, ir_valid, settings)
+    # A coarse runner-up far from the best one is refined too, and the full-resolution scores
+    # decide: at 320 px two places can correlate within 10 % of each other when only one of
+    # them still fits at full resolution.
+    starts = [coarse_options[0][0], *rivals(coarse_options, ir_size, settings)]
+    ends = sorted(((start, *fine_alignments(ir_frame, vis_frame, start, ir_valid, settings))
+                   for start in starts), key=lambda end: -end[2])
+    coarse, fine, _, uncertainty = ends[0]
     candidates = [("start", initial), ("similarity", coarse), ("homography", fine)]
     fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)
     same_modality = fine_intensity > settings.intensity_correlation
@@ -694,8 +718,7 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
     return PairFit(homography=candidates[best][1], model=candidates[best][0],
                    score=scores[best], start_score=scores[0],
                    tile_gains=tolerated - per_tile[0],
-                   ambiguous=ambiguous(coarse_options, (ir_frame.shape[1], ir_frame.shape[0]),
-                                       settings),
+                   ambiguous=ambiguous([(end[1], end[2]) for end in ends], ir_size, settings),
                    uncertainty_px=0.0 if same_modality else uncertainty)
 
 
