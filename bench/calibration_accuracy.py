@@ -175,6 +175,20 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
         container.mux(stream.encode())
 
 
+def timed_estimate(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
+                   ir_valid: list[np.ndarray] | None = None
+                   ) -> tuple[auto.AutoResult, float, bool]:
+    """``--auto`` with default settings: (result, seconds it took, whether it was refused)."""
+    started = time.perf_counter()
+    result = auto.register_frames(ir_frames, vis_frames, ir_valid=ir_valid)
+    seconds = time.perf_counter() - started
+    try:
+        auto.check_reliable(result)
+    except Exception:  # noqa: BLE001 - a refusal is a measured outcome here
+        return result, seconds, True
+    return result, seconds, False
+
+
 def measure_pair(job: tuple[str, int, np.ndarray]) -> dict:
     """Every measurement on one source pair, given its synthetic warp (runs in a worker)."""
     set_name, index, warp = job
@@ -200,14 +214,7 @@ def measure_pair(job: tuple[str, int, np.ndarray]) -> dict:
     unwarped_fit = auto.register_frames([ir], [vis], settings=BEST_FIT)
     own_fit = auto.register_frames([ir], [vis], initial=unwarped_fit.homography)
     moved, valid = warp_with_mask(ir, warp)
-    started = time.perf_counter()
-    result = auto.register_frames([moved], [vis], ir_valid=[valid])
-    seconds = time.perf_counter() - started
-    try:
-        auto.check_reliable(result)
-        accepted = True
-    except Exception:  # noqa: BLE001 - a refusal is a measured outcome here
-        accepted = False
+    result, seconds, refused = timed_estimate([moved], [vis], [valid])
     block_fit, block_matches = block_matching_fit(ir, vis)
     return {
         "set": set_name, "index": index, "size": list(size),
@@ -226,7 +233,7 @@ def measure_pair(job: tuple[str, int, np.ndarray]) -> dict:
         "block_matches": block_matches, "seconds": seconds,
         "uncertainty_px": float(result.uncertainty_px),
         "confidence": result.confidence, "agreement": result.agreement,
-        "model": result.model, "refused": not accepted,
+        "model": result.model, "refused": refused,
     }
 
 
@@ -245,14 +252,8 @@ def measure_clip(job: tuple[int, list[int], np.ndarray]) -> dict:
         write_video(Path(folder) / "ir.mkv", moved)
         write_video(Path(folder) / "vis.mkv", vis_frames)
         decoded = read_pairs(Path(folder) / "ir.mkv", Path(folder) / "vis.mkv")
-    started = time.perf_counter()
-    result = auto.register_frames([ir for ir, _ in decoded], [vis for _, vis in decoded])
-    seconds = time.perf_counter() - started
-    try:
-        auto.check_reliable(result)
-        refused = False
-    except Exception:  # noqa: BLE001 - a refusal is a measured outcome here
-        refused = True
+    result, seconds, refused = timed_estimate([ir for ir, _ in decoded],
+                                              [vis for _, vis in decoded])
     unwarped_fit = auto.register_frames(ir_frames, vis_frames, settings=BEST_FIT)
     truth = np.linalg.inv(warp)
     return {
