@@ -127,7 +127,8 @@ def _graph_variants(threads: int, rounds: int) -> dict:
             net = rewrite_for_graph_compiler(FusionNet(fold_model(model), "saliency+cam").eval())
             with torch.no_grad():
                 converted = ov.convert_model(export_program(net, 1))
-            converted.reshape({port: ov.PartialShape([1, 1, 512, 640]) for port in converted.inputs})
+            converted.reshape({port: ov.PartialShape([1, 1, 512, 640])
+                               for port in converted.inputs})
             compiled = ov.Core().compile_model(converted, "CPU", {
                 "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads,
                 "PERFORMANCE_HINT": "LATENCY"})
@@ -152,7 +153,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds of the graph variants")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="interleaved rounds of the graph variants")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench/results/reductions.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

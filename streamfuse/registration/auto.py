@@ -66,8 +66,9 @@ class AutoSettings:
     search_shift: float = 0.12  # and shifts up to this fraction of the frame width
     max_samples: int = 40_000  # ECC uses a regular grid of about this many pixels per level
     search_candidates: int = 4  # the best distinct search hits refined by the coarse ECC
-    ambiguity_px: float = 3.0  # coarse candidates ending further apart than this (mean corner
-    ambiguity_ratio: float = 0.9  # distance) with correlations within this ratio: ambiguous
+    ambiguity_px: float = 3.0  # a coarse candidate ending further than this from the best (mean
+    ambiguity_ratio: float = 0.9  # corner distance) and correlating within this ratio of it is
+    # refined too (``rivals``); if refined it still scores within the ratio: ambiguous
     iterations: int = 40  # ECC iterations per level
     epsilon: float = 0.05  # ECC stops when no corner moves more than this (level pixels);
     # the correlation is flat along the perspective terms, a tighter stop only costs time
@@ -428,10 +429,11 @@ def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarr
                     ) -> tuple[np.ndarray, float, float]:
     """Homography ECC from ``start`` along each of the ``fine_schedules`` (a full-width level
     with the ``score_sigma`` smoothing), IR->visible: (the end with the best full-resolution
-    ``alignment_score``, that score, its uncertainty). The uncertainty is the largest mean corner distance
-    (IR image corners, visible pixels) from it of the ends that score within ``schedule_tie``
-    of it. Where the scene pins the homography down, every schedule ends at one place; on a weak
-    scene they end pixels apart with the same score, and no score can tell which is right."""
+    ``alignment_score``, that score, its uncertainty). The uncertainty is the largest mean
+    corner distance (IR image corners, visible pixels) from it of the ends that score within
+    ``schedule_tie`` of it. Where the scene pins the homography down, every schedule ends at
+    one place; on a weak scene they end pixels apart with the same score, and no score can tell
+    which is right."""
     ends = []
     for blur_sigma, schedule_widths in settings.fine_schedules:
         widths = sorted({min(width, vis_frame.shape[1]) for width in schedule_widths})
