@@ -283,6 +283,11 @@ def main() -> None:
         for index in range(args.pairs):
             ir, _ = read_pair(set_name, index)
             jobs.append((set_name, index, random_homography(rng, (ir.shape[1], ir.shape[0]))))
+    # Drawn after the pairs' warps, so the first clips keep the picks and warps of earlier runs.
+    clip_jobs = []
+    for clip in range(args.clips):
+        picks = [int(i) for i in rng.choice(180, size=CLIP_PAIRS, replace=False)]
+        clip_jobs.append((clip, picks, random_homography(rng, CLIP_SIZE)))
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         rows = []
         for row in pool.imap(measure_pair, jobs):
@@ -295,6 +300,12 @@ def main() -> None:
                   f"fixed {row['fixed_point_px']:.2f} conf {row['confidence']:.2f} "
                   f"agree {row['agreement']:.2f}{' REFUSED' if row['refused'] else ''}",
                   flush=True)
+        clips = []
+        for clip in pool.imap(measure_clip, clip_jobs):
+            clips.append(clip)
+            print(f"clip {clip['clip']}: {clip['error_px']:.2f} px (consistent "
+                  f"{clip['vs_unwarped_fit_px']:.2f}) over {clip['pairs']} pairs"
+                  f"{' REFUSED' if clip['refused'] else ''}", flush=True)
     same = [row["same_modality_px"] for row in rows]
     same_views = [row["same_modality_two_views_px"] for row in rows]
     cross = [row["error_px"] for row in rows]
@@ -335,17 +346,6 @@ def main() -> None:
             "pairs": len(rows),
         }
 
-    clip_jobs = []
-    for clip in range(args.clips):
-        picks = [int(i) for i in rng.choice(180, size=CLIP_PAIRS, replace=False)]
-        clip_jobs.append((clip, picks, random_homography(rng, CLIP_SIZE)))
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        clips = []
-        for clip in pool.imap(measure_clip, clip_jobs):
-            clips.append(clip)
-            print(f"clip {clip['clip']}: {clip['error_px']:.2f} px (consistent "
-                  f"{clip['vs_unwarped_fit_px']:.2f}) over {clip['pairs']} pairs"
-                  f"{' REFUSED' if clip['refused'] else ''}", flush=True)
     clip_errors = [clip["error_px"] for clip in clips]
     clip_consistent = [clip["vs_unwarped_fit_px"] for clip in clips]
 
