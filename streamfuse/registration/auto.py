@@ -9,7 +9,8 @@ drops out (2a), strong and medium edges count alike, noise (below the frame's me
 hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
 
 1. Coarse: an exhaustive scale/rotation/shift search at a small pyramid level, then similarity
-   ECC up to a medium level, from the few best search hits; the best one is kept.
+   ECC up to a medium level, from the few best search hits, and an affine pass there (sensors
+   of other aspect ratios need unequal scales); the best one is kept.
 2. Fine: homography ECC at 320 and 640 px width (at most the full width; a full-width level
    with the ``score_sigma`` smoothing), each on a regular grid of at most ``max_samples``
    pixels; three times, with other blurs and widths (``fine_schedules``), keeping the best.
@@ -21,10 +22,11 @@ intensities, resampled bicubically. Each candidate (the given start, the coarse 
 one) is scored at full resolution, overall and in 3 x 3 tiles. The best one replaces the start
 only if the start loses significantly (``min_gain_t`` standard errors of the per-tile
 differences) even against the best one misaligned by ``keep_px``: an already-aligned pair keeps
-its homography, and parallax or noise is not fitted as a correction. When the coarse candidates
-end at different places with about equal scores (``ambiguous``), the frame says nothing. Several
-frame pairs are combined by the median position of the IR image corners; their spread is the
-residual. ``check_reliable`` refuses weak, ambiguous or inconsistent results.
+its homography, and parallax or noise is not fitted as a correction. A start scoring below the
+refusal floor (``min_confidence``) is not protected: it could not be written itself. When the
+coarse candidates end at different places with about equal scores (``ambiguous``), the frame
+says nothing. Several frame pairs are combined by the median position of the IR image corners;
+their spread is the residual. ``check_reliable`` refuses weak, ambiguous or inconsistent results.
 """
 
 from __future__ import annotations
@@ -197,7 +199,10 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 _SIMILARITY_BASIS = np.array([[1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 1, 0],
                               [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1],
                               [0, 0, 0, 0], [0, 0, 0, 0]], np.float64)
+_AFFINE_BASIS = np.eye(8)[:, :6]
 _HOMOGRAPHY_BASIS = np.eye(8)
+_BASES = {"similarity": _SIMILARITY_BASIS, "affine": _AFFINE_BASIS,
+          "homography": _HOMOGRAPHY_BASIS}
 
 
 def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
@@ -210,17 +215,18 @@ def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
     ``template``: (H_t, W_t, C) float32, ``moving``: (H_m, W_m, C) float32, ``warp``: (3, 3)
     map from template pixels to moving pixels (as in ``cv2.findTransformECC``); masks (H, W)
     uint8, nonzero = use. ``model``: "similarity" (scale, rotation, shift added to the warp's
-    affine part) or "homography". Forward-additive Gauss-Newton with ECC's closed-form scaling of
-    the template (Evangelidis & Psarakis 2008); the correlation is taken over all channels
-    together. Stops after ``iterations`` or when no corner of the template moves more than
-    ``epsilon`` pixels. ``max_samples``: use the template pixels of a regular grid of about this
-    many (every k-th row and column), which costs little precision on smooth maps and saves
-    time at full resolution. ``interpolation``: how ``moving`` and its gradients are resampled
-    (``cv2.INTER_LINEAR`` or ``cv2.INTER_CUBIC``, which is less biased at sub-pixel precision).
+    affine part), "affine" (its six affine terms) or "homography". Forward-additive
+    Gauss-Newton with ECC's closed-form scaling of the template (Evangelidis & Psarakis 2008);
+    the correlation is taken over all channels together. Stops after ``iterations`` or when no
+    corner of the template moves more than ``epsilon`` pixels. ``max_samples``: use the
+    template pixels of a regular grid of about this many (every k-th row and column), which
+    costs little precision on smooth maps and saves time at full resolution.
+    ``interpolation``: how ``moving`` and its gradients are resampled (``cv2.INTER_LINEAR`` or
+    ``cv2.INTER_CUBIC``, which is less biased at sub-pixel precision).
     Returns (final correlation, (3, 3) float64 warp). Raises cv2.error when the images do not
     overlap enough or the problem is degenerate.
     """
-    basis = _SIMILARITY_BASIS if model == "similarity" else _HOMOGRAPHY_BASIS
+    basis = _BASES[model]
     height, width = template.shape[:2]
     channels = template.shape[2]
     template = template.reshape(height, width, channels)
@@ -376,8 +382,9 @@ def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.n
                       ir_valid: np.ndarray, settings: AutoSettings
                       ) -> list[tuple[np.ndarray, float]]:
     """Search, then similarity ECC at small widths from the start and from each of the
-    ``search_candidates`` best search hits: [(IR->visible homography, correlation at the last
-    coarse level)], best first. Where the scene pins the alignment, they all end at one place."""
+    ``search_candidates`` best search hits, and an affine pass at the last coarse level from
+    each distinct end: [(IR->visible homography, correlation at the last coarse level)], best
+    first. Where the scene pins the alignment, they all end at one place."""
     levels = [_level(ir_frame, vis_frame, ir_valid, width, settings.blur_sigma, pad=True)
               for width in _widths(settings.coarsest_width, settings.coarse_finest_width)]
     starts = [initial] + [_from_level(warp, levels[0]) for warp in
@@ -390,7 +397,16 @@ def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.n
         for level in levels:
             homography, correlation = _level_ecc(level, homography, "similarity", settings)
         refined.append((homography, correlation))
-    return sorted(refined, key=lambda candidate: -candidate[1])
+    # Starts that ended at one place are one candidate (mean corner distance below a pixel).
+    ir_size = (ir_frame.shape[1], ir_frame.shape[0])
+    distinct: list[np.ndarray] = []
+    for homography, _ in sorted(refined, key=lambda candidate: -candidate[1]):
+        if all(corner_error(homography, kept, ir_size) > 1.0 for kept in distinct):
+            distinct.append(homography)
+    # Sensors of other aspect ratios, resized to one frame size, need unequal scales: a last
+    # affine pass (a similarity stopped up to 16 px from the truth on TNO pairs).
+    return sorted((_level_ecc(levels[-1], homography, "affine", settings)
+                   for homography in distinct), key=lambda candidate: -candidate[1])
 
 
 def rivals(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, int],
@@ -678,7 +694,7 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
     ends = sorted(((start, *fine_alignments(ir_frame, vis_frame, start, ir_valid, settings))
                    for start in starts), key=lambda end: -end[2])
     coarse, fine, _, uncertainty = ends[0]
-    candidates = [("start", initial), ("similarity", coarse), ("homography", fine)]
+    candidates = [("start", initial), ("affine", coarse), ("homography", fine)]
     fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)
     same_modality = fine_intensity > settings.intensity_correlation
     if same_modality:
@@ -819,8 +835,11 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
                                   ir_valid[index], settings) for index in used]
         return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
-    if not clear or not significantly_better(
-            np.concatenate([fit.tile_gains for fit in clear]), settings):
+    # A start that scores below the refusal floor is no alignment to keep: the significance
+    # test only protects one that could itself be written.
+    start_writable = start_confidence >= settings.min_confidence
+    if not clear or (start_writable and not significantly_better(
+            np.concatenate([fit.tile_gains for fit in clear]), settings)):
         structured, agreeing = patches_supporting(initial)
         return AutoResult(homography=normalised(initial), confidence=start_confidence,
                           residual_px=0.0, frames_used=len(clear),
