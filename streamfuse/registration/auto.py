@@ -724,10 +724,8 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
     # kept unless it clearly scores worse (it ran away); near-ties are resampling noise. On
     # gradients, in correlation units: where they correlate about 0.9 (one scene, two
     # polarities) Fisher z would magnify a 0.002 tie to 0.015 and keep a 320 px fit.
-    if same_modality:
-        refined = 2 if evidence[2] >= evidence[1] - settings.refined_tolerance else 1
-    else:
-        refined = 2 if scores[2] >= scores[1] - settings.refined_tolerance else 1
+    tie_scale = evidence if same_modality else np.array(scores)
+    refined = 2 if tie_scale[2] >= tie_scale[1] - settings.refined_tolerance else 1
     best = refined if evidence[refined] > evidence[0] else 0
     # The start has to lose against the best fit even when that is misaligned by
     # ``keep_px``: how much such a misalignment costs depends on the scene (sharp, dense edges
