@@ -472,6 +472,31 @@ def test_auto_moves_off_a_start_that_scores_below_the_refusal_floor():
     assert corner_error(result.homography, unwarped_fit @ np.linalg.inv(warp), size) <= 1.5
 
 
+def test_fine_ends_are_settled_at_full_width():
+    # TNO 13 (night, little shared structure) with the bench's warp: ECC creeps along flat
+    # directions, and after the schedules' 40 iterations per level their ends lie 10-14 px
+    # from the pair's own best fit, pixels apart at about equal scores. Run on to convergence
+    # they meet, near that fit.
+    ir, vis = read_pair("tno", 13)
+    size = (ir.shape[1], ir.shape[0])
+    warp = np.array([[0.8639118204470265, -0.02320688778419157, 56.548253100915666],
+                     [-0.027377083793475022, 0.8581030823288983, 19.182908757786493],
+                     [-5.6798898753704516e-05, -0.00011463029999421005, 1.0]])
+    moved, valid = _warped(ir, warp)
+    settings = auto.AutoSettings()
+    unwarped_fit = auto.register_frames([ir], [vis], settings=dataclasses.replace(
+        settings, keep_margin=-1.0, min_gain_t=-1e9, ambiguity_ratio=2.0)).homography
+    target = unwarped_fit @ np.linalg.inv(warp)
+    start = auto.coarse_candidates(moved, vis, np.eye(3), valid, settings)[0][0]
+    unsettled, _, unsettled_spread = auto.fine_alignments(
+        moved, vis, start, valid, dataclasses.replace(settings, settle_iterations=0))
+    settled, _, spread = auto.fine_alignments(moved, vis, start, valid, settings)
+    assert corner_error(unsettled, target, size) > 5.0
+    assert unsettled_spread > settings.max_uncertainty_px
+    assert corner_error(settled, target, size) <= 3.0
+    assert spread <= settings.max_uncertainty_px
+
+
 def test_auto_leaves_out_a_pair_with_a_blank_frame():
     # A camera still starting (one uniform frame) next to a good pair: the estimate comes from
     # the good pair alone, the same as without the blank one.

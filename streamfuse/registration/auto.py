@@ -13,7 +13,8 @@ hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
    of other aspect ratios need unequal scales); the best one is kept.
 2. Fine: homography ECC at 320 and 640 px width (at most the full width; a full-width level
    with the ``score_sigma`` smoothing), each on a regular grid of at most ``max_samples``
-   pixels; three times, with other blurs and widths (``fine_schedules``), keeping the best.
+   pixels; three times, with other blurs and widths (``fine_schedules``), each end then run
+   to convergence at full width (ECC creeps on weak scenes), keeping the best.
 
 ECC (enhanced correlation coefficient maximisation, Evangelidis & Psarakis 2008, the algorithm
 of ``cv2.findTransformECC``) runs on the two-channel maps (``ecc_multichannel``; OpenCV's takes
@@ -31,7 +32,7 @@ their spread is the residual. ``check_reliable`` refuses weak, ambiguous or inco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -55,7 +56,12 @@ class AutoSettings:
     # escapes them varies from scene to scene.
     fine_schedules: tuple[tuple[float, tuple[int, ...]], ...] = (
         (1.0, (320, 640)), (2.0, (320, 640)), (1.0, (160, 320, 640)))
-    schedule_tie: float = 0.005  # schedules scoring within this of the best one tie; how far
+    # Each schedule's end is then run to convergence at full width (score_sigma smoothing, at
+    # most settle_iterations, until no corner moves settle_epsilon px): on weak scenes ECC
+    # creeps along flat directions, and 40 iterations left ends up to 10 px short (TNO 13)
+    settle_iterations: int = 300
+    settle_epsilon: float = 0.01
+    schedule_tie: float = 0.005  # settled ends scoring within this of the best one tie; how far
     max_uncertainty_px: float = 1.5  # they end from it (mean corner distance) is the fit's
     # uncertainty, and --auto refuses to move by a fit more uncertain than this
     blur_sigma: float = 1.0  # smoothing before the gradient, in pixels of each pyramid level
@@ -444,22 +450,36 @@ def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarr
                     ir_valid: np.ndarray, settings: AutoSettings
                     ) -> tuple[np.ndarray, float, float]:
     """Homography ECC from ``start`` along each of the ``fine_schedules`` (a full-width level
-    with the ``score_sigma`` smoothing), IR->visible: (the end with the best full-resolution
-    ``alignment_score``, that score, its uncertainty). The uncertainty is the largest mean
-    corner distance (IR image corners, visible pixels) from it of the ends that score within
-    ``schedule_tie`` of it. Where the scene pins the homography down, every schedule ends at
-    one place; on a weak scene they end pixels apart with the same score, and no score can tell
-    which is right."""
+    with the ``score_sigma`` smoothing), each end then settled by ECC at full width until it
+    stops moving (``settle_iterations``, ``settle_epsilon``), IR->visible: (the settled end with
+    the best full-resolution ``alignment_score``, that score, its uncertainty). The uncertainty
+    is the largest mean corner distance (IR image corners, visible pixels) from it of the
+    settled ends that score within ``schedule_tie`` of it. Where the scene pins the homography
+    down, every schedule ends at one place; on a weak scene they settle pixels apart with the
+    same score (separate optima), and no score can tell which is right. Unsettled, ends that
+    are still creeping towards one optimum would look like that too."""
+    levels: dict[tuple[int, float], _Level] = {}
     ends = []
     for blur_sigma, schedule_widths in settings.fine_schedules:
         widths = sorted({min(width, vis_frame.shape[1]) for width in schedule_widths})
         homography = start
         for width in widths:
             sigma = settings.score_sigma if width >= vis_frame.shape[1] else blur_sigma
-            level = _level(ir_frame, vis_frame, ir_valid, width, sigma, pad=False)
-            homography, _ = _level_ecc(level, homography, "homography", settings)
-        ends.append((alignment_score(ir_frame, vis_frame, homography, ir_valid,
-                                     settings.score_sigma), homography))
+            if (width, sigma) not in levels:
+                levels[width, sigma] = _level(ir_frame, vis_frame, ir_valid, width, sigma,
+                                              pad=False)
+            homography, _ = _level_ecc(levels[width, sigma], homography, "homography",
+                                       settings)
+        ends.append(homography)
+    full_key = (vis_frame.shape[1], settings.score_sigma)
+    if full_key not in levels:
+        levels[full_key] = _level(ir_frame, vis_frame, ir_valid, *full_key, pad=False)
+    settle = replace(settings, iterations=settings.settle_iterations,
+                     epsilon=settings.settle_epsilon)
+    ends = [(alignment_score(ir_frame, vis_frame, homography, ir_valid, settings.score_sigma),
+             homography)
+            for homography in (_level_ecc(levels[full_key], end, "homography", settle)[0]
+                               for end in ends)]
     best_score, best = max(ends, key=lambda end: end[0])
     ir_size = (ir_frame.shape[1], ir_frame.shape[0])
     uncertainty = max(corner_error(homography, best, ir_size) for score, homography in ends
