@@ -58,7 +58,7 @@ class AutoSettings:
         (1.0, (320, 640)), (2.0, (320, 640)), (1.0, (160, 320, 640)))
     # Each schedule's end is then run to convergence at full width (score_sigma smoothing, at
     # most settle_iterations, until no corner moves settle_epsilon px): on weak scenes ECC
-    # creeps along flat directions, and 40 iterations left ends up to 10 px short (TNO 13)
+    # creeps along flat directions, and 40 iterations left ends 10-14 px short (TNO 13)
     settle_iterations: int = 300
     settle_epsilon: float = 0.01
     schedule_tie: float = 0.005  # settled ends scoring within this of the best one tie; how far
@@ -476,10 +476,9 @@ def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarr
         levels[full_key] = _level(ir_frame, vis_frame, ir_valid, *full_key, pad=False)
     settle = replace(settings, iterations=settings.settle_iterations,
                      epsilon=settings.settle_epsilon)
+    settled = [_level_ecc(levels[full_key], end, "homography", settle)[0] for end in ends]
     ends = [(alignment_score(ir_frame, vis_frame, homography, ir_valid, settings.score_sigma),
-             homography)
-            for homography in (_level_ecc(levels[full_key], end, "homography", settle)[0]
-                               for end in ends)]
+             homography) for homography in settled]
     best_score, best = max(ends, key=lambda end: end[0])
     ir_size = (ir_frame.shape[1], ir_frame.shape[0])
     uncertainty = max(corner_error(homography, best, ir_size) for score, homography in ends
