@@ -501,6 +501,35 @@ def test_fine_ends_are_settled_at_full_width():
     assert spread <= settings.max_uncertainty_px
 
 
+@pytest.mark.parametrize("set_name, index, warp, moves", [
+    # flir-test 35: a weak scene (orientation correlation 0.27), where --auto writes a file
+    # 4.1 px from the unwarped fit: cutting what its warp pushes out of view moves the optimum.
+    ("flir-test", 35, [[1.0281612121719839, -0.047195312903943555, -4.173236668295857],
+                       [0.06310062694237757, 1.0292964453138769, -41.41506855931818],
+                       [3.243711604644033e-05, 7.55356111819963e-05, 1.0]], True),
+    # TNO 7: sharp shared outlines; the same cut leaves the optimum where it was.
+    ("tno", 7, [[0.9078621308784104, 0.017711665071007895, 11.559757369349922],
+                [-0.05329094102805189, 0.9143132556179159, -10.260584775069008],
+                [-0.00015768183307894682, -0.00014295710759006469, 1.0]], False),
+])
+def test_settled_optimum_moves_with_the_content_only_on_a_weak_scene(set_name, index, warp,
+                                                                     moves):
+    # bench/calibration_determinacy.py's measure: how far the pair's own optimum moves when only
+    # the IR content that survives the bench's warp is used.
+    ir, vis = read_pair(set_name, index)
+    size = (ir.shape[1], ir.shape[0])
+    settings = auto.AutoSettings()
+    full = np.full(ir.shape, 255, np.uint8)
+    optimum = auto.settled(ir, vis, _unwarped_fit(ir, vis), full, settings)
+    assert corner_error(auto.settled(ir, vis, optimum, full, settings), optimum, size) <= 0.05
+    _, warped_valid = _warped(ir, np.array(warp))
+    surviving = cv2.warpPerspective(warped_valid, np.linalg.inv(warp), size,
+                                    flags=cv2.INTER_NEAREST)
+    assert (surviving == 0).mean() > 0.08  # the warp cuts a real part of the frame
+    move = corner_error(auto.settled(ir, vis, optimum, surviving, settings), optimum, size)
+    assert (move > 2.0) if moves else (move < 0.5)
+
+
 def test_auto_leaves_out_a_pair_with_a_blank_frame():
     # A camera still starting (one uniform frame) next to a good pair: the estimate comes from
     # the good pair alone, the same as without the blank one.

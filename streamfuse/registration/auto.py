@@ -474,9 +474,7 @@ def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarr
     full_key = (vis_frame.shape[1], settings.score_sigma)
     if full_key not in levels:
         levels[full_key] = _level(ir_frame, vis_frame, ir_valid, *full_key, pad=False)
-    settle = replace(settings, iterations=settings.settle_iterations,
-                     epsilon=settings.settle_epsilon)
-    settled = [_level_ecc(levels[full_key], end, "homography", settle)[0] for end in ends]
+    settled = [_settle(levels[full_key], end, settings) for end in ends]
     ends = [(alignment_score(ir_frame, vis_frame, homography, ir_valid, settings.score_sigma),
              homography) for homography in settled]
     best_score, best = max(ends, key=lambda end: end[0])
@@ -484,6 +482,26 @@ def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarr
     uncertainty = max(corner_error(homography, best, ir_size) for score, homography in ends
                       if score >= best_score - settings.schedule_tie)
     return best, best_score, uncertainty
+
+
+def _settle(level: _Level, homography: np.ndarray, settings: AutoSettings) -> np.ndarray:
+    """Homography ECC at ``level`` from ``homography`` until no corner moves
+    ``settle_epsilon`` (at most ``settle_iterations``): the optimum it creeps towards."""
+    settle = replace(settings, iterations=settings.settle_iterations,
+                     epsilon=settings.settle_epsilon)
+    return _level_ecc(level, homography, "homography", settle)[0]
+
+
+def settled(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+            ir_valid: np.ndarray, settings: AutoSettings, sigma: float | None = None
+            ) -> np.ndarray:
+    """The full-resolution optimum of the orientation correlation nearest ``homography``
+    (IR->visible), as the fine stage settles its ends; ``sigma``: feature blur (default
+    ``score_sigma``). (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid
+    mask -> (3, 3) homography."""
+    level = _level(ir_frame, vis_frame, ir_valid, vis_frame.shape[1],
+                   settings.score_sigma if sigma is None else sigma, pad=False)
+    return _settle(level, homography, settings)
 
 
 def search_similarity(template: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray,
