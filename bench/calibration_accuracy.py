@@ -189,6 +189,17 @@ def timed_estimate(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     return result, seconds, False
 
 
+def pair_jobs(rng: np.random.Generator, pairs: int) -> list[tuple[str, int, np.ndarray]]:
+    """[(set, index, synthetic (3, 3) warp)] for the first ``pairs`` pairs of each set, the warps
+    drawn from ``rng`` in this order (the bench's generator: every study sees the same warps)."""
+    jobs = []
+    for set_name in SETS:
+        for index in range(pairs):
+            ir, _ = read_pair(set_name, index)
+            jobs.append((set_name, index, random_homography(rng, (ir.shape[1], ir.shape[0]))))
+    return jobs
+
+
 def measure_pair(job: tuple[str, int, np.ndarray]) -> dict:
     """Every measurement on one source pair, given its synthetic warp (runs in a worker)."""
     set_name, index, warp = job
@@ -278,11 +289,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     rng = np.random.default_rng(2024)
     bench_started = time.perf_counter()
-    jobs = []
-    for set_name in SETS:
-        for index in range(args.pairs):
-            ir, _ = read_pair(set_name, index)
-            jobs.append((set_name, index, random_homography(rng, (ir.shape[1], ir.shape[0]))))
+    jobs = pair_jobs(rng, args.pairs)
     # Drawn after the pairs' warps, so the first clips keep the picks and warps of earlier runs.
     clip_jobs = []
     for clip in range(args.clips):

@@ -40,10 +40,10 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibration_accuracy import (  # noqa: E402
-    BEST_FIT, ROOT, SETS, read_pair, summary, warp_with_mask,
+    BEST_FIT, ROOT, pair_jobs, read_pair, summary, warp_with_mask,
 )
 from streamfuse.registration import auto  # noqa: E402
-from streamfuse.registration.geometry import corner_error, random_homography  # noqa: E402
+from streamfuse.registration.geometry import corner_error  # noqa: E402
 
 DETERMINED_PX = 1.5  # a pair whose fit moves at most this with its content counts as determined
 
@@ -98,12 +98,7 @@ def main() -> None:
                         default=str(ROOT / "bench/results/calibration_determinacy.json"))
     args = parser.parse_args()
     # The same warps as calibration_accuracy.py: its generator, drawn in its order.
-    rng = np.random.default_rng(2024)
-    jobs = []
-    for set_name in SETS:
-        for index in range(args.pairs):
-            ir, _ = read_pair(set_name, index)
-            jobs.append((set_name, index, random_homography(rng, (ir.shape[1], ir.shape[0]))))
+    jobs = pair_jobs(np.random.default_rng(2024), args.pairs)
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         rows = []
