@@ -245,8 +245,10 @@ def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
     kernel = np.array([[-0.5, 0, 0.5]], np.float32)
     grad_x = cv2.filter2D(moving, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE)
     grad_y = cv2.filter2D(moving, cv2.CV_32F, kernel.T, borderType=cv2.BORDER_REPLICATE)
-    grad_x = grad_x.reshape(moving.shape)
-    grad_y = grad_y.reshape(moving.shape)
+    # The image and its gradients are resampled together: one warp and one gather per
+    # iteration (twice as fast as three).
+    moving_and_gradients = np.concatenate(
+        [moving, grad_x.reshape(moving.shape), grad_y.reshape(moving.shape)], axis=2)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     sampled = np.zeros((height, width), bool)
     step = 1 if max_samples is None else max(1, int(np.sqrt(height * width / max_samples)))
@@ -258,57 +260,48 @@ def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
     correlation = 0.0
     for _ in range(iterations):
         size = (width, height)
-        warped = cv2.warpPerspective(moving, warp, size, flags=flags).reshape(height, width, -1)
         warped_mask = cv2.warpPerspective(moving_mask, warp, size,
                                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
         use = (warped_mask > 0) & template_mask
         if use.sum() < 16 * basis.shape[1]:
             raise cv2.error("ecc_multichannel: too little overlap")
-        wx = cv2.warpPerspective(grad_x, warp, size, flags=flags).reshape(height, width, -1)[
-            use].astype(np.float64)
-        wy = cv2.warpPerspective(grad_y, warp, size, flags=flags).reshape(height, width, -1)[
-            use].astype(np.float64)
+        resampled = cv2.warpPerspective(moving_and_gradients, warp, size, flags=flags).reshape(
+            height, width, 3 * channels)[use].astype(np.float64)
+        image = resampled[:, :channels]  # (N, C)
+        wx, wy = resampled[:, channels:2 * channels], resampled[:, 2 * channels:]
         x, y = xs[use], ys[use]
-        # d(warped point)/d(h): the homography's Jacobian at each template pixel, (N, P).
-        denominator = warp[2, 0] * x + warp[2, 1] * y + 1.0
-        u = (warp[0, 0] * x + warp[0, 1] * y + warp[0, 2]) / denominator
-        v = (warp[1, 0] * x + warp[1, 1] * y + warp[1, 2]) / denominator
-        ones, zeros = np.ones_like(x), np.zeros_like(x)
-        du = np.stack([x, y, ones, zeros, zeros, zeros, -x * u, -y * u], 1) / denominator[:, None]
-        dv = np.stack([zeros, zeros, zeros, x, y, ones, -x * v, -y * v], 1) / denominator[:, None]
-        du, dv = np.einsum("ni,ik->nk", du, basis), np.einsum("ni,ik->nk", dv, basis)
-        image = warped[use].astype(np.float64)  # (N, C)
         target = template[use].astype(np.float64)
-        image -= image.mean()
+        image = image - image.mean()
         target -= target.mean()
-        # einsum rather than BLAS: these products are small, and a multi-threaded BLAS loses
-        # more to spinning on a busy machine than it gains.
         image_norm = np.sqrt(np.einsum("nc,nc->", image, image))
         target_norm = np.sqrt(np.einsum("nc,nc->", target, target))
         if image_norm == 0 or target_norm == 0:
             raise cv2.error("ecc_multichannel: a flat image")
         image_dot_target = np.einsum("nc,nc->", image, target)
         correlation = float(image_dot_target / (image_norm * target_norm))
-        # The steepest-descent images of channel c are wx_c du + wy_c dv; their normal matrix
-        # and projections are summed over the channels without forming them.
-        hessian = np.einsum("ni,n,nj->ij", du, np.einsum("nc,nc->n", wx, wx), du) + \
-            np.einsum("ni,n,nj->ij", dv, np.einsum("nc,nc->n", wy, wy), dv)
-        cross = np.einsum("ni,n,nj->ij", du, np.einsum("nc,nc->n", wx, wy), dv)
-        hessian_inverse = np.linalg.inv(hessian + cross + cross.T)
-
-        def project(values: np.ndarray) -> np.ndarray:
-            return np.einsum("ni,n->i", du, np.einsum("nc,nc->n", wx, values)) + \
-                np.einsum("ni,n->i", dv, np.einsum("nc,nc->n", wy, values))
-
-        image_projection = project(image)
-        template_projection = project(target)
+        # Steepest-descent images (8, N, C): the moving gradient of each channel through the
+        # homography's Jacobian at each template pixel, then onto the model's P parameters;
+        # every channel's pixels are columns of one (P, N C) matrix for BLAS.
+        denominator = warp[2, 0] * x + warp[2, 1] * y + 1.0
+        u = (warp[0, 0] * x + warp[0, 1] * y + warp[0, 2]) / denominator
+        v = (warp[1, 0] * x + warp[1, 1] * y + warp[1, 2]) / denominator
+        along_u = wx / denominator[:, None]  # (N, C)
+        along_v = wy / denominator[:, None]
+        along_w = -(along_u * u[:, None] + along_v * v[:, None])
+        x, y = x[:, None], y[:, None]
+        descent = np.stack([along_u * x, along_u * y, along_u, along_v * x, along_v * y,
+                            along_v, along_w * x, along_w * y])
+        descent = basis.T @ descent.reshape(8, -1)  # (P, N C)
+        hessian_inverse = np.linalg.inv(descent @ descent.T)
+        image_projection = descent @ image.reshape(-1)
+        template_projection = descent @ target.reshape(-1)
         numerator = image_norm ** 2 - image_projection @ hessian_inverse @ image_projection
         denominator_scale = image_dot_target - \
             template_projection @ hessian_inverse @ image_projection
         if denominator_scale <= 0:
             raise cv2.error("ecc_multichannel: the correlation is not positive")
         error = numerator / denominator_scale * target - image
-        step = basis @ (hessian_inverse @ project(error))
+        step = basis @ (hessian_inverse @ (descent @ error.reshape(-1)))
         previous = transform_points(warp, corners)
         warp = warp + np.append(step, 0.0).reshape(3, 3)
         moved = np.abs(transform_points(warp, corners) - previous).max()
