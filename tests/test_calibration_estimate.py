@@ -263,6 +263,73 @@ def test_ecc_multichannel_matches_opencv_on_one_channel(flir_pair, source, model
     assert corner_error(warp, truth, size) < 1.0
 
 
+def _reference_ecc_step(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
+                        basis: np.ndarray) -> tuple[float, np.ndarray]:
+    """One ECC Gauss-Newton step (Evangelidis & Psarakis 2008) written out channel by channel in
+    float64 over every template pixel, all of them mapping inside ``moving``: the plain reference
+    for ``ecc_multichannel``. (H, W, C) template, (H_m, W_m, C) moving, (3, 3) warp from
+    template to moving pixels, (8, P) parameter basis -> (correlation before the step, stepped
+    warp)."""
+    height, width, channels = template.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    kernel = np.array([[-0.5, 0, 0.5]], np.float32)
+    ys, xs = np.mgrid[0:height, 0:width]
+    x, y = xs.ravel().astype(np.float64), ys.ravel().astype(np.float64)
+    ones, zeros = np.ones_like(x), np.zeros_like(x)
+    w = warp[2, 0] * x + warp[2, 1] * y + 1.0
+    u = (warp[0, 0] * x + warp[0, 1] * y + warp[0, 2]) / w
+    v = (warp[1, 0] * x + warp[1, 1] * y + warp[1, 2]) / w
+    jacobian = np.stack([np.stack([x, y, ones, zeros, zeros, zeros, -x * u, -y * u], 1),
+                         np.stack([zeros, zeros, zeros, x, y, ones, -x * v, -y * v], 1)],
+                        1) / w[:, None, None]  # (N, 2, 8): d(u, v) / d(h00 .. h21)
+    # OpenCV resamples a one-channel image slightly differently from a multi-channel one (by up
+    # to 2 % of the step between neighbouring pixels), so the channels are resampled together
+    # here too; everything after the resampling is done one channel at a time.
+    grad_x, grad_y = (cv2.filter2D(moving, cv2.CV_32F, k, borderType=cv2.BORDER_REPLICATE)
+                      for k in (kernel, kernel.T))
+    warped, warped_x, warped_y = (
+        cv2.warpPerspective(image, warp, (width, height), flags=flags).reshape(-1, channels)
+        .astype(np.float64) for image in (moving, grad_x, grad_y))
+    images, targets, descents = [], [], []
+    for channel in range(channels):
+        gradient = np.stack([warped_x[:, channel], warped_y[:, channel]], 1)  # (N, 2)
+        descents.append(np.einsum("nk,nkp->np", gradient, jacobian) @ basis)
+        images.append(warped[:, channel])
+        targets.append(template[..., channel].ravel().astype(np.float64))
+    image, target = np.concatenate(images), np.concatenate(targets)
+    descent = np.concatenate(descents)  # (N C, P)
+    image, target = image - image.mean(), target - target.mean()
+    correlation = image @ target / np.linalg.norm(image) / np.linalg.norm(target)
+    hessian_inverse = np.linalg.inv(descent.T @ descent)
+    image_projection, target_projection = descent.T @ image, descent.T @ target
+    scale = (image @ image - image_projection @ hessian_inverse @ image_projection) / (
+        image @ target - target_projection @ hessian_inverse @ image_projection)
+    step = hessian_inverse @ (descent.T @ (scale * target - image))
+    return float(correlation), warp + np.append(basis @ step, 0.0).reshape(3, 3)
+
+
+@pytest.mark.parametrize("model", ["homography", "similarity"])
+@pytest.mark.parametrize("source", ["random", "real"])
+def test_ecc_multichannel_step_matches_a_per_channel_reference(flir_pair, source, model):
+    # Two channels unlike each other, a template inside the moving frame (every pixel used),
+    # one step from a start 2-3 px off: the step must be the reference's to float64 rounding.
+    rng = np.random.default_rng(11)
+    if source == "random":
+        moving = np.dstack([_smooth_texture(rng, (180, 140)), _smooth_texture(rng, (180, 140))])
+    else:
+        moving, _ = auto.orientation_features(_small(flir_pair[0], 180), 1.0)
+    template = np.ascontiguousarray(moving[12:12 + 100, 15:15 + 140])
+    start = np.array([[1.01, 0.004, 17.5], [-0.006, 0.99, 10.2], [2e-5, -1e-5, 1.0]])
+    reference_correlation, reference = _reference_ecc_step(
+        template, moving, start, auto._BASES[model])
+    correlation, warp = auto.ecc_multichannel(template, moving, start, model=model,
+                                              iterations=1, epsilon=0.0)
+    size = (template.shape[1], template.shape[0])
+    assert corner_error(reference, start, size) > 0.1  # a real step, not a fixed point
+    assert correlation == pytest.approx(reference_correlation, abs=1e-12)
+    assert corner_error(warp, reference, size) < 1e-9  # px at the corners
+
+
 def test_ecc_multichannel_uses_every_channel():
     # Channel 0 has structure only along x (vertical stripes), channel 1 only along y: neither
     # alone pins a 2-D shift, both together do.
