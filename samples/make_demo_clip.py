@@ -34,7 +34,6 @@ def view_transform(t: float, seconds: float, source_size: tuple[int, int],
     s = t / seconds
     s = s * s * (3 - 2 * s)
     view_width = width * (0.8 - 0.2 * s)
-    view_height = view_width * out_height / out_width
     centre_x = width * (0.40 + 0.20 * s)
     centre_y = height * 0.5
     scale = out_width / view_width
