@@ -35,9 +35,25 @@ step() {  # step SECONDS COMMAND...: run with a time limit, log its output and i
 #            640x512 bench (about 8 minutes);
 #   PHASE=2: 1280x1024, the profile, the fused activation-statistics kernel against Inductor
 #            (bench/gpu_fused_stats.py), the demo on CUDA (about 7 minutes).
+#   PHASE=one: for a lease of 15 minutes in all (one call): the bench at 640x512 (eager and
+#            compile, fp16, batch 64/32/1), the CUDA tests, the fused-statistics kernel study,
+#            1280x1024 and the demo on CUDA (about 9 minutes).
 PHASE=${PHASE:-1}
 common=(--device cuda --seconds 1.5 --min-iterations 20 --warmup 5)
-if [ "$PHASE" = 1 ]; then
+if [ "$PHASE" = one ]; then
+step 15 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+step 15 python3 -c "import torch, cv2, av, zmq, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'opencv', cv2.__version__, 'av', av.__version__, 'zmq', zmq.__version__, 'triton', triton.__version__)"
+step 190 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines compile,eager \
+    --precisions fp16 --batch-sizes 64,32,1 -o "$OUT/cuda-640x512.json"
+step 140 python3 -m pytest -q -p no:cacheprovider tests/test_engines.py tests/test_optimize.py \
+    -k "cuda or tensorrt or channel_padding or tap" -W ignore::DeprecationWarning
+step 50 python3 bench/gpu_fused_stats.py --batch 32 --size 640x512 --out "$OUT/gpu-fused-stats.json"
+step 80 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 1280x1024 --engines compile \
+    --precisions fp16 --batch-sizes 8 -o "$OUT/cuda-1280x1024.json"
+step 60 python3 -m streamfuse.cli run configs/demo.yaml --set inference.device=cuda \
+    --set inference.engine=compile --set sinks.video.path=/tmp/demo_cuda.mp4 --stats /tmp/demo-cuda-stats.json
+step 5 cat /tmp/demo-cuda-stats.json
+elif [ "$PHASE" = 1 ]; then
 step 30 python3 -c "import torch, cv2, av, zmq; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'opencv', cv2.__version__, 'av', av.__version__, 'zmq', zmq.__version__)"
 step 200 python3 bench/gpu_ab.py --device cuda --batch 32 --size 640x512 --set session5 --out "$OUT/gpu-ab-session5.json"
 step 150 python3 -m pytest -q -p no:cacheprovider tests/test_engines.py tests/test_optimize.py \
