@@ -17,7 +17,9 @@ Sets of variants:
 - ``session5``: conv7 as a 1x1 convolution to its tap planes plus a shifted sum
   (``taps_for_narrow_outputs``), and conv1 as a pointwise sum of its taps as well
   (``taps_for_narrow_convs``), alone and with coordinate-descent tuning (measured in session 5:
-  bench/results/gpu-h200-ab-session5.json, before the replay columns existed).
+  bench/results/gpu-h200-ab-session5.json, before the replay columns existed; on an H100 in
+  session 12 with them: bench/results/gpu-h100-ab-s12.json, after which the compile engine took
+  all three).
 
 Every variant also reports ``replay_diff_max`` and ``replay_pixels_differing``: its first call
 (run outside the CUDA graph) against a call after timing (a graph replay).

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from streamfuse.engines.optimize import (
-    fold_zero_padding, pad_input_channels, taps_for_narrow_outputs,
+    fold_zero_padding, pad_input_channels, taps_for_narrow_convs, taps_for_narrow_outputs,
 )
 from streamfuse.fuser import Fuser
 from streamfuse.fusion import FusionConfig
@@ -72,13 +72,12 @@ class CompiledFuser(EagerFuser):
     CPU: Inductor with ``freezing`` (weights become constants, convolutions are pre-packed for
     oneDNN). CUDA: mode ``reduce-overhead``, i.e. CUDA graphs, which replay the whole path as
     one launch for a fixed shape; outputs are copied out of the graph's memory pool because the
-    next replay overwrites it.
-
-    The eager engine's conv7 rewrite is not applied here yet. With it and conv1 as taps
-    (:func:`~streamfuse.engines.optimize.taps_for_narrow_convs`) the compiled CUDA graph gave
-    10 % more pairs/s, 27 % with Inductor's coordinate-descent tuning on top
-    (bench/results/gpu-h200-ab-session5.json), but in the GPU test its first call and its next
-    call gave different pixels, for a cause not found yet.
+    next replay overwrites it. On CUDA the narrow convolutions become taps (conv1 as a pointwise
+    sum of its taps, conv7 as tap planes plus their shifted sum:
+    :func:`~streamfuse.engines.optimize.taps_for_narrow_convs`) and Inductor tunes each Triton
+    kernel's launch by coordinate descent: on an H100 at 640x512, batch 32, 583 -> 711 pairs/s,
+    for a first compile of about a minute instead of seconds per shape
+    (bench/results/gpu-h100-ab-s12.json).
     """
 
     engine = "compile"
@@ -88,13 +87,16 @@ class CompiledFuser(EagerFuser):
         super().__init__(model, fusion, device, precision)
         self._cuda_graphs = self.device.type == "cuda"
         if self._cuda_graphs:
-            self._compiled = torch.compile(self.net, fullgraph=True, dynamic=False, mode="reduce-overhead")
+            # mode="reduce-overhead" is options {"triton.cudagraphs": True}; a call takes one or
+            # the other, and the tuning needs options.
+            self._compiled = torch.compile(self.net, fullgraph=True, dynamic=False, options={
+                "triton.cudagraphs": True, "coordinate_descent_tuning": True})
         else:
             self._compiled = torch.compile(self.net, fullgraph=True, dynamic=False,
                                            options={"freezing": True})
 
     def _narrow_conv_rewrites(self) -> None:
-        """None yet: see the class docstring."""
+        taps_for_narrow_convs(self.net)
 
     def _run(self, ir: Tensor, vis: Tensor) -> Tensor:
         if not self._cuda_graphs:
