@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from streamfuse.pipeline.batching import END, StageQueue, collect_batch, split_by_shape
+from streamfuse.pipeline.batching import END, StageQueue, collect_batch, fill_batch, split_by_shape
 from streamfuse.pipeline.frames import Frame, FramePair
 
 
@@ -90,3 +90,11 @@ def test_split_by_shape_keeps_order_and_groups_consecutive_sizes():
     pairs = [pair_of(4, 6, 0), pair_of(4, 6, 1), pair_of(8, 6, 2), pair_of(4, 6, 3)]
     groups = split_by_shape(pairs)
     assert [[p.seq for p in group] for group in groups] == [[0, 1], [2], [3]]
+
+
+def test_fill_batch_repeats_the_last_frame_up_to_the_size_and_leaves_full_batches_alone():
+    frames = [np.full((2, 3), level, np.uint8) for level in (10, 20, 30)]
+    filled = fill_batch(frames, 5)
+    assert [int(f[0, 0]) for f in filled] == [10, 20, 30, 30, 30]
+    assert all(a is b for a, b in zip(filled, frames))  # the real frames first, in order, untouched
+    assert len(fill_batch(frames, 3)) == 3 and len(fill_batch(frames, 2)) == 3

@@ -21,7 +21,7 @@ from pipeline_helpers import (decode_video, free_tcp_url, ir_scene, make_weights
 from streamfuse.cli import main
 from streamfuse.fuser import Fuser
 from streamfuse.pipeline.config import load_pipeline_config
-from streamfuse.pipeline.runner import run_pipeline
+from streamfuse.pipeline.runner import Pipeline, run_pipeline
 
 # The runs set one torch thread in this process (inference.threads: 1); the fixture restores it.
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -118,6 +118,39 @@ def test_file_run_fuses_every_synchronisable_pair_once_in_order(tmp_path, clips,
     assert stats["frames_written"] == len(expected) and stats["errors"] == []
     assert stats["sources"]["vis"]["fps"] == VIS_FPS and stats["sources"]["ir"]["fps"] == IR_FPS
     assert all(q["dropped"] == 0 and q["max_depth"] <= q["capacity"] for q in stats["queues"].values())
+
+
+class BatchSizeRecorder:
+    """The real engine, with the number of pairs of each call it gets written down."""
+
+    def __init__(self, fuser: Fuser):
+        self.fuser = fuser
+        self.batch_sizes: list[int] = []
+
+    def fuse_batch(self, ir_frames, vis_frames):
+        self.batch_sizes.append(len(ir_frames))
+        return self.fuser.fuse_batch(ir_frames, vis_frames)
+
+
+def test_short_batches_are_filled_to_the_batch_size_and_the_filling_is_not_written(
+        tmp_path, clips, decoded, weights, fuser):
+    (ir_times, ir_images), (vis_times, vis_images) = decoded
+    expected = reference_pairs(ir_times, vis_times, OFFSET, TOLERANCE)
+    batch_size = 8
+    assert len(expected) % batch_size != 0  # the last batch of the file is short at least
+    # No wait for a batch to fill: most batches leave short.
+    config = base_config(*clips, weights, inference={"batch_size": batch_size, "batch_timeout_ms": 0},
+                         sinks={"folder": {"path": str(tmp_path / "fused")}})
+    recorder = BatchSizeRecorder(fuser)
+    result = Pipeline(load_pipeline_config(write_config(tmp_path / "run.yaml", config)), recorder).run(False)
+
+    assert result.errors == [] and result.summary["frames_written"] == len(expected)
+    # One shape for the engine: every call has batch_size pairs, padding included.
+    assert set(recorder.batch_sizes) == {batch_size} and len(recorder.batch_sizes) * batch_size > len(expected)
+    outputs = read_pngs(tmp_path / "fused")
+    assert len(outputs) == len(expected)
+    for output, (i, j) in zip(outputs, expected):
+        assert max_difference(output, fuser.fuse(ir_images[i], vis_images[j])) <= 1
 
 
 def last_error_line(capsys) -> str:

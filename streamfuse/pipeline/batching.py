@@ -122,6 +122,17 @@ def collect_batch(queue: StageQueue, max_size: int, max_wait_s: float,
     return items, False
 
 
+def fill_batch(frames: list, size: int) -> list:
+    """``frames`` followed by copies of its last frame up to ``size`` items (none when it has
+    that many already).
+
+    Every engine but eager builds one network per input shape (torch.compile, OpenVINO,
+    TensorRT: seconds to a minute each), so a batch that did not fill before its timeout, or
+    the last one of a file, is filled up to the configured size instead of becoming a new shape.
+    """
+    return frames + [frames[-1]] * (size - len(frames))
+
+
 def split_by_shape(pairs: list) -> list[list]:
     """Consecutive runs of pairs whose IR and visible images share one shape (a network batch
     needs one size; a camera that reconnects at another resolution changes it mid-stream)."""

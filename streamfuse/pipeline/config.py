@@ -100,7 +100,8 @@ class InferenceConfig:
     fusion rule. engine/precision: see :mod:`streamfuse.engines` (``auto``: the fastest engine
     installed for the device, bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA; ``eager`` +
     ``fp32`` reproduces ``streamfuse fuse`` exactly). batch_size: pairs per network call
-    (1 = lowest latency); batch_timeout_ms: the longest a batch waits to fill. threads: CPU
+    (1 = lowest latency); batch_timeout_ms: the longest a batch waits to fill (a batch that does
+    not fill is padded to batch_size, so an engine builds one network per frame size). threads: CPU
     threads for torch (default: torch's choice)."""
 
     weights: str | None = None

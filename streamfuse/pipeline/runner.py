@@ -28,7 +28,7 @@ from tqdm import tqdm
 from streamfuse.calibration import IrRegistrar, load_calibration
 from streamfuse.errors import StreamFuseError
 from streamfuse.images import pair_files
-from streamfuse.pipeline.batching import END, StageQueue, collect_batch, split_by_shape
+from streamfuse.pipeline.batching import END, StageQueue, collect_batch, fill_batch, split_by_shape
 from streamfuse.pipeline.config import InferenceConfig, PipelineConfig
 from streamfuse.pipeline.frames import FramePair, FusedFrame
 from streamfuse.pipeline.sinks import close_sinks, open_sinks
@@ -207,7 +207,9 @@ class Pipeline:
                 pairs, ended = collect_batch(pairs_queue, batch_size, wait_s)
                 for group in split_by_shape(pairs):
                     started = time.perf_counter()
-                    fused = self.engine.fuse_batch([p.ir.image for p in group], [p.vis.image for p in group])
+                    ir_frames = fill_batch([p.ir.image for p in group], batch_size)
+                    vis_frames = fill_batch([p.vis.image for p in group], batch_size)
+                    fused = self.engine.fuse_batch(ir_frames, vis_frames)[: len(group)]
                     busy = time.perf_counter() - started
                     meter.add(len(group), busy)
                     self.stats.batch_s.add(busy)
