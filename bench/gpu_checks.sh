@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# The checks we run on a lent CUDA GPU, in two calls (PHASE below): the A/B of the compiled-path
-# rewrites held back in session 5 (bench/gpu_ab.py --set session5: each variant's speed and its
-# first-call-vs-replay difference, which decides whether the compile engine can take it), the
-# CUDA tests, `streamfuse bench` on CUDA at 640x512 and 1280x1024, where the time of a compiled
-# batch goes (bench/gpu_profile.py), whether a hand-written kernel for the encoder's activations
-# and the fusion layer's two |x| reductions would pay (bench/gpu_fused_stats.py), and the demo
-# pipeline on the GPU.
+# The checks we run on a lent CUDA GPU, in two calls (PHASE below): `streamfuse bench` of the
+# compile engine on CUDA at 640x512 and 1280x1024, the CUDA tests, the demo pipeline on the GPU,
+# where the time of a compiled batch goes (bench/gpu_profile.py), whether a hand-written kernel
+# for the encoder's activations and the fusion layer's two |x| reductions would pay
+# (bench/gpu_fused_stats.py), and the eager engine. Candidate changes to the compiled path are
+# compared side by side with bench/gpu_ab.py (not run here).
 #
 #   OUT=bench/results/gpu STREAMFUSE_DATA=../shared/data PHASE=1 bash bench/gpu_checks.sh
 #
@@ -30,48 +29,38 @@ step() {  # step SECONDS COMMAND...: run with a time limit, log its output and i
     echo "== exit ${PIPESTATUS[0]}" | tee -a "$LOG"
 }
 
-# Two calls of the device tool (each at most 10 minutes), most decisive first:
-#   PHASE=1: the A/B of the held-back rewrites with their replay differences, the CUDA tests, the
-#            640x512 bench (about 8 minutes);
-#   PHASE=2: 1280x1024, the profile, the fused activation-statistics kernel against Inductor
-#            (bench/gpu_fused_stats.py), the demo on CUDA (about 7 minutes).
-#   PHASE=one: for a lease of 15 minutes in all (one call): the bench at 640x512 (eager and
-#            compile, fp16, batch 64/32/1), the CUDA tests, the fused-statistics kernel study,
-#            1280x1024 and the demo on CUDA (about 9 minutes).
+# Two calls of the device tool (each at most 10 minutes), most decisive first; a 15-minute lease
+# has room for the first only:
+#   PHASE=1 (or one): the bench of the compile engine at 640x512 (batch 32 and 1, fp16), the CUDA
+#            tests, the demo on CUDA twice (the second start shows what Inductor's on-disk cache
+#            saves of the first compile), 1280x1024 (about 9 minutes; the compile engine tunes its
+#            kernels since session 12, about a minute per shape);
+#   PHASE=2: where the time of a compiled batch goes (bench/gpu_profile.py), the fused
+#            activation-statistics kernel against Inductor (bench/gpu_fused_stats.py) and the eager
+#            engine (about 5 minutes). Session 12 ran both parts on an H100:
+#            bench/results/gpu-h100-*-s12*.
 PHASE=${PHASE:-1}
 common=(--device cuda --seconds 1.5 --min-iterations 20 --warmup 5)
-if [ "$PHASE" = one ]; then
+if [ "$PHASE" = 1 ] || [ "$PHASE" = one ]; then
 step 15 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-step 15 python3 -c "import torch, cv2, av, zmq, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'opencv', cv2.__version__, 'av', av.__version__, 'zmq', zmq.__version__, 'triton', triton.__version__)"
-step 190 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines compile,eager \
-    --precisions fp16 --batch-sizes 64,32,1 -o "$OUT/cuda-640x512.json"
-step 140 python3 -m pytest -q -p no:cacheprovider tests/test_engines.py tests/test_optimize.py \
-    -k "cuda or tensorrt or channel_padding or tap" -W ignore::DeprecationWarning
-step 50 python3 bench/gpu_fused_stats.py --batch 32 --size 640x512 --out "$OUT/gpu-fused-stats.json"
-step 80 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 1280x1024 --engines compile \
-    --precisions fp16 --batch-sizes 8 -o "$OUT/cuda-1280x1024.json"
-step 60 python3 -m streamfuse.cli run configs/demo.yaml --set inference.device=cuda \
-    --set inference.engine=compile --set sinks.video.path=/tmp/demo_cuda.mp4 --stats /tmp/demo-cuda-stats.json
-step 5 cat /tmp/demo-cuda-stats.json
-elif [ "$PHASE" = 1 ]; then
-step 30 python3 -c "import torch, cv2, av, zmq; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'opencv', cv2.__version__, 'av', av.__version__, 'zmq', zmq.__version__)"
-step 200 python3 bench/gpu_ab.py --device cuda --batch 32 --size 640x512 --set session5 --out "$OUT/gpu-ab-session5.json"
+step 15 python3 -c "import torch, cv2, av, zmq; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'opencv', cv2.__version__, 'av', av.__version__, 'zmq', zmq.__version__)"
+step 200 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines compile \
+    --precisions fp16 --batch-sizes 32,1 -o "$OUT/cuda-640x512.json"
 step 150 python3 -m pytest -q -p no:cacheprovider tests/test_engines.py tests/test_optimize.py \
     -k "cuda or tensorrt or channel_padding or tap" -W ignore::DeprecationWarning
-step 120 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines compile \
-    --precisions fp16 --batch-sizes 32,1 -o "$OUT/cuda-640x512-compile.json"
-step 60 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines eager \
-    --precisions fp16 --batch-sizes 32 -o "$OUT/cuda-640x512-eager.json"
+for run in 1 2; do
+step 90 python3 -m streamfuse.cli run configs/demo.yaml --set inference.device=cuda \
+    --set inference.engine=compile --set sinks.video.path=/tmp/demo_cuda$run.mp4 --stats /tmp/demo-cuda-stats.json
+done
+step 5 cat /tmp/demo-cuda-stats.json
+step 110 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 1280x1024 --engines compile \
+    --precisions fp16 --batch-sizes 8 -o "$OUT/cuda-1280x1024.json"
 else
 step 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-step 110 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 1280x1024 --engines eager,compile \
-    --precisions fp16 --batch-sizes 8 -o "$OUT/cuda-1280x1024.json"
-step 120 python3 bench/gpu_profile.py --device cuda --batch 32 --out "$OUT/gpu-profile-640x512-b32.json"
-step 90 python3 bench/gpu_fused_stats.py --batch 32 --size 640x512 --out "$OUT/gpu-fused-stats.json"
-step 120 python3 -m streamfuse.cli run configs/demo.yaml --set inference.device=cuda \
-    --set inference.engine=compile --set sinks.video.path=/tmp/demo_cuda.mp4 --stats /tmp/demo-cuda-stats.json
-# Into the log rather than one more file.
-step 5 cat /tmp/demo-cuda-stats.json
+step 150 python3 bench/gpu_profile.py --device cuda --batch 32 --out "$OUT/gpu-profile-640x512-b32.json"
+step 60 python3 bench/gpu_fused_stats.py --batch 32 --size 640x512 --out "$OUT/gpu-fused-stats.json"
+step 60 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines eager \
+    --precisions fp16 --batch-sizes 32,1 -o "$OUT/cuda-640x512-eager.json"
 fi
 # The tables are in the log too; the device tool brings back eight files.
 rm -f "$OUT"/cuda-*.txt
