@@ -7,7 +7,9 @@ fused frames come from :meth:`Fuser.fuse` on the same decoded pairs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -151,6 +153,20 @@ def test_short_batches_are_filled_to_the_batch_size_and_the_filling_is_not_writt
     assert len(outputs) == len(expected)
     for output, (i, j) in zip(outputs, expected):
         assert max_difference(output, fuser.fuse(ir_images[i], vis_images[j])) <= 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="OpenVINO is not installed (pip install 'streamfuse[openvino]')")
+def test_an_engine_that_builds_per_size_says_so_once_per_frame_size(tmp_path, clips, weights, caplog):
+    config = base_config(*clips, weights, inference={"engine": "openvino", "batch_size": 2},
+                         limits={"frames": 6}, sinks={"folder": {"path": str(tmp_path / "fused")}})
+    caplog.set_level(logging.INFO, logger="streamfuse")
+    code, stats = run_cli(tmp_path, config)
+    assert code == 0 and stats["frames_written"] >= 6
+    height, width = cv2.imread(str(next((tmp_path / "fused").glob("*.png")))).shape[:2]
+    notices = [r.getMessage() for r in caplog.records if "builds its network" in r.getMessage()]
+    assert notices == [f"inference: the openvino engine builds its network for {width}x{height} frames, "
+                       "batch 2 (once per frame size; up to a minute)"]
 
 
 def last_error_line(capsys) -> str:

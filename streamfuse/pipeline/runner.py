@@ -37,6 +37,8 @@ from streamfuse.pipeline.stats import PipelineStats
 from streamfuse.pipeline.sync import IR, VIS, Synchroniser, default_tolerance
 
 log = logging.getLogger("streamfuse.pipeline")
+# The engines that compile a network for each input shape on its first call.
+BUILDS_PER_SIZE = ("compile", "openvino", "tensorrt")
 
 
 class Engine(Protocol):
@@ -201,11 +203,13 @@ class Pipeline:
         meter = self.stats.stages["infer"]
         batch_size = self.config.inference.batch_size
         wait_s = self.config.inference.batch_timeout_ms / 1000
+        sizes_seen: set[tuple[int, ...]] = set()
         try:
             ended = False
             while not ended:
                 pairs, ended = collect_batch(pairs_queue, batch_size, wait_s)
                 for group in split_by_shape(pairs):
+                    self._announce_build(group[0], sizes_seen)
                     started = time.perf_counter()
                     ir_frames = fill_batch([p.ir.image for p in group], batch_size)
                     vis_frames = fill_batch([p.vis.image for p in group], batch_size)
@@ -222,6 +226,19 @@ class Pipeline:
             self._fail(f"inference: {type(error).__name__}: {' '.join(str(error).split())}")
         finally:
             fused_queue.close()
+
+    def _announce_build(self, pair, sizes_seen: set) -> None:
+        """Says so when an engine that builds one network per input size meets a new frame
+        size: its first batch waits for that build (about a minute for ``compile``), and the
+        progress bar would otherwise look stuck."""
+        size = pair.vis.image.shape[:2]
+        engine = getattr(self.engine, "engine", None)
+        if size in sizes_seen or engine not in BUILDS_PER_SIZE:
+            return
+        sizes_seen.add(size)
+        log.info("inference: the %s engine builds its network for %dx%d frames, batch %d "
+                 "(once per frame size; up to a minute)", engine, size[1], size[0],
+                 self.config.inference.batch_size)
 
     # -- the run ---------------------------------------------------------------------------
     def _open_sources(self) -> dict:
