@@ -127,8 +127,9 @@ def fill_batch(frames: list, size: int) -> list:
     that many already).
 
     Every engine but eager builds one network per input shape (torch.compile, OpenVINO,
-    TensorRT: seconds to a minute each), so a batch that did not fill before its timeout, or
-    the last one of a file, is filled up to the configured size instead of becoming a new shape.
+    TensorRT: seconds to a minute each), so for them a batch that did not fill before its
+    timeout, or the last one of a file, is filled up to the configured size instead of becoming
+    a new shape.
     """
     return frames + [frames[-1]] * (size - len(frames))
 

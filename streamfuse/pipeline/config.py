@@ -101,8 +101,8 @@ class InferenceConfig:
     installed for the device, bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA; ``eager`` +
     ``fp32`` reproduces ``streamfuse fuse`` exactly). batch_size: pairs per network call
     (1 = lowest latency); batch_timeout_ms: the longest a batch waits to fill (a batch that does
-    not fill is padded to batch_size, so an engine builds one network per frame size). threads: CPU
-    threads for torch (default: torch's choice)."""
+    not fill is padded to batch_size for engines other than eager, so they build one network per
+    frame size). threads: CPU threads for torch (default: torch's choice)."""
 
     weights: str | None = None
     fusion: str = "saliency+cam"

@@ -204,6 +204,9 @@ class Pipeline:
         batch_size = self.config.inference.batch_size
         wait_s = self.config.inference.batch_timeout_ms / 1000
         sizes_seen: set[tuple[int, ...]] = set()
+        # Filling a short batch spares an engine that builds per shape a new build; eager has
+        # none to spare, and would only do the extra work.
+        fill_to = batch_size if getattr(self.engine, "engine", None) in BUILDS_PER_SIZE else 0
         try:
             ended = False
             while not ended:
@@ -211,8 +214,8 @@ class Pipeline:
                 for group in split_by_shape(pairs):
                     self._announce_build(group[0], sizes_seen)
                     started = time.perf_counter()
-                    ir_frames = fill_batch([p.ir.image for p in group], batch_size)
-                    vis_frames = fill_batch([p.vis.image for p in group], batch_size)
+                    ir_frames = fill_batch([p.ir.image for p in group], fill_to)
+                    vis_frames = fill_batch([p.vis.image for p in group], fill_to)
                     fused = self.engine.fuse_batch(ir_frames, vis_frames)[: len(group)]
                     busy = time.perf_counter() - started
                     meter.add(len(group), busy)
