@@ -21,6 +21,7 @@ import pytest
 from pipeline_helpers import (decode_video, free_tcp_url, ir_scene, make_weights, python_process,
                               reference_pairs, vis_scene, write_config, write_video)
 from streamfuse.cli import main
+from streamfuse.engines import create_fuser
 from streamfuse.fuser import Fuser
 from streamfuse.pipeline.config import load_pipeline_config
 from streamfuse.pipeline.runner import Pipeline, run_pipeline
@@ -142,8 +143,6 @@ class BatchSizeRecorder:
 @needs_openvino
 def test_short_batches_are_filled_to_the_batch_size_and_the_filling_is_not_written(
         tmp_path, clips, decoded, weights, fuser):
-    from streamfuse.engines import create_fuser
-
     (ir_times, ir_images), (vis_times, vis_images) = decoded
     expected = reference_pairs(ir_times, vis_times, OFFSET, TOLERANCE)
     batch_size = 8
@@ -179,8 +178,6 @@ def test_an_engine_that_builds_per_size_says_so_once_per_frame_size(tmp_path, cl
 
 
 def test_eager_gets_short_batches_as_they_are(tmp_path, clips, weights):
-    from streamfuse.engines import create_fuser
-
     config = base_config(*clips, weights, inference={"batch_size": 8, "batch_timeout_ms": 0},
                          sinks={"folder": {"path": str(tmp_path / "fused")}})
     recorder = BatchSizeRecorder(create_fuser(weights, "saliency+cam", "eager", "fp32", "cpu"))

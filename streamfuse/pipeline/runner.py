@@ -206,13 +206,16 @@ class Pipeline:
         sizes_seen: set[tuple[int, ...]] = set()
         # Filling a short batch spares an engine that builds per shape a new build; eager has
         # none to spare, and would only do the extra work.
-        fill_to = batch_size if getattr(self.engine, "engine", None) in BUILDS_PER_SIZE else 0
+        engine_name = getattr(self.engine, "engine", None)
+        builds_per_size = engine_name in BUILDS_PER_SIZE
+        fill_to = batch_size if builds_per_size else 0
         try:
             ended = False
             while not ended:
                 pairs, ended = collect_batch(pairs_queue, batch_size, wait_s)
                 for group in split_by_shape(pairs):
-                    self._announce_build(group[0], sizes_seen)
+                    if builds_per_size:
+                        self._announce_build(engine_name, group[0], sizes_seen)
                     started = time.perf_counter()
                     ir_frames = fill_batch([p.ir.image for p in group], fill_to)
                     vis_frames = fill_batch([p.vis.image for p in group], fill_to)
@@ -230,13 +233,12 @@ class Pipeline:
         finally:
             fused_queue.close()
 
-    def _announce_build(self, pair, sizes_seen: set) -> None:
+    def _announce_build(self, engine: str, pair, sizes_seen: set) -> None:
         """Says so when an engine that builds one network per input size meets a new frame
         size: its first batch waits for that build (about a minute for ``compile``), and the
         progress bar would otherwise look stuck."""
         size = pair.vis.image.shape[:2]
-        engine = getattr(self.engine, "engine", None)
-        if size in sizes_seen or engine not in BUILDS_PER_SIZE:
+        if size in sizes_seen:
             return
         sizes_seen.add(size)
         log.info("inference: the %s engine builds its network for %dx%d frames, batch %d "
