@@ -75,6 +75,26 @@ def test_bench_command_writes_json_and_table_with_speedups(tmp_path, capsys):
     assert "baseline" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="OpenVINO is not installed (pip install 'streamfuse[openvino]')")
+def test_bench_times_openvino_int8_against_an_int8_peak(tmp_path):
+    torch.manual_seed(2)
+    weights = save_checkpoint(DIDFuse(), tmp_path / "w.pt")
+    output = tmp_path / "bench.json"
+    assert main(["bench", "--resolutions", "40x32", "--engines", "openvino", "--precisions", "int8",
+                 "--weights", str(weights), "--seconds", "0", "--min-iterations", "3",
+                 "--warmup", "1", "--no-fusion-share", "--cache-dir", str(tmp_path / "cache"),
+                 "-o", str(output)]) == 0
+    bench = json.loads(output.read_text())
+    (result,) = bench["resolutions"][0]["results"]
+    assert result["status"] == "ok" and result["precision"] == "int8"
+    # The int8 peak is OpenVINO's int8 matmul, not a float one.
+    assert set(bench["peak_gflops"]) == {"int8"} and bench["peak_gflops"]["int8"] > 0
+    assert result["fraction_of_peak"] == pytest.approx(
+        result["achieved_gflops"] / bench["peak_gflops"]["int8"])
+    assert "int8: GOP/s" in output.with_suffix(".txt").read_text()
+
+
 def test_bad_device_fails_in_one_line_before_any_progress(capsys, tmp_path):
     assert main(["bench", "--device", "cuda:x", "--resolutions", "40x32", "-o", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err

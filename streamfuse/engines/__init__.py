@@ -6,7 +6,7 @@ interface (``fuse_batch``, ``fuse``, ``fuse_tensors``), so the pipeline and the 
     eager      cpu/cuda fp32, bf16, fp16  PyTorch, BatchNorm folded, channels_last, autocast
     compile    cpu/cuda fp32, bf16, fp16  torch.compile of FusionNet as one graph, per input shape
     tensorrt   cuda     fp16, fp32        torch-tensorrt (dynamo), engine cached on disk
-    openvino   cpu      fp32, bf16        OpenVINO, converted once, compiled per input shape
+    openvino   cpu      fp32, bf16, int8  OpenVINO, converted once, compiled per input shape
 
 ``auto`` picks the fastest engine that is installed for the device (see :func:`resolve_engine`):
 on a CPU OpenVINO, measured fastest by ``streamfuse bench`` (bench/results/), else ``compile``;
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 ENGINES = ("eager", "compile", "tensorrt", "openvino")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # name -> (module, class); engine modules are imported only when chosen, so the optional
 # packages (openvino, torch_tensorrt) are never needed for the others.
 _ENGINE_CLASSES = {
@@ -127,6 +127,9 @@ def resolve_precision(precision: str, engine: str, device: torch.device) -> str:
             "precision bf16: this CPU has neither AVX512-BF16 nor AMX (bf16 would be emulated and "
             "slower than fp32); use --precision fp32"
         )
+    if precision == "int8" and engine != "openvino":
+        raise StreamFuseError(f"precision int8 runs on the openvino engine, not {engine}; "
+                              "use --engine openvino (CPU)")
     if engine == "tensorrt" and precision == "bf16":
         raise StreamFuseError("engine tensorrt runs fp16 or fp32; use --precision fp16")
     return precision

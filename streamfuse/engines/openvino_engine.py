@@ -8,18 +8,24 @@ plan memory and pick kernels once); compiled models are kept per shape, and Open
 ``CACHE_DIR`` keeps the compiled blobs on disk.
 
 bf16 is OpenVINO's inference-precision hint, honoured on CPUs with AVX512-BF16 or AMX: the
-plugin runs convolutions and element-wise work in bf16.
+plugin runs convolutions and element-wise work in bf16. int8 runs the ten 64-channel
+convolutions in int8 (see :mod:`streamfuse.engines.int8`; ranges calibrated once per network on
+the sample pairs and saved in the cache folder) and the rest in bf16 where the CPU has it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from streamfuse.engines import cpu_supports_bf16
 from streamfuse.engines.cache import ShapeCache, cache_root, network_digest
+from streamfuse.engines.int8 import (CALIBRATION_PAIRS, calibration_pairs, input_ranges,
+                                     quantize_wide_convolutions)
 from streamfuse.errors import StreamFuseError
 from streamfuse.engines.optimize import rewrite_for_graph_compiler
 from streamfuse.fuser import Fuser
@@ -68,6 +74,7 @@ class OpenVINOFuser(Fuser):
         self._core.set_property({"CACHE_DIR": str(self._cache / "compiled")})
         self._converted: dict[int, "ov.Model"] = {}
         self._compiled = ShapeCache()
+        self._int8_ranges: list[tuple[float, float]] | None = None
 
     def _model_for_batch(self, batch: int) -> "ov.Model":
         """The converted model for ``batch`` pairs (dynamic height/width), from disk when cached."""
@@ -88,6 +95,30 @@ class OpenVINOFuser(Fuser):
             self._converted[batch] = model
         return self._converted[batch]
 
+    def _float_precision(self) -> str:
+        """OpenVINO's hint for what is not int8: bf16 under int8 where the CPU has it."""
+        if self.precision == "int8":
+            return "bf16" if cpu_supports_bf16() else "f32"
+        return INFERENCE_PRECISION[self.precision]
+
+    def _calibrated_ranges(self) -> list[tuple[float, float]]:
+        """The int8 input ranges of the wide convolutions, measured once per network and
+        calibration set (see :mod:`streamfuse.engines.int8`), from disk when cached."""
+        if self._int8_ranges is None:
+            files = sorted((p.relative_to(CALIBRATION_PAIRS).as_posix(), p.stat().st_size)
+                           for p in CALIBRATION_PAIRS.rglob("*") if p.is_file())
+            key = network_digest(self.net, "int8-ranges", files, ov.get_version())
+            path = self._cache / f"int8-ranges-{key}.json"
+            if path.is_file():
+                ranges = json.loads(path.read_text())
+            else:
+                ranges = input_ranges(self._core, self._model_for_batch(1), calibration_pairs())
+                partial = path.with_suffix(".partial")
+                partial.write_text(json.dumps(ranges))
+                partial.replace(path)
+            self._int8_ranges = [(float(low), float(high)) for low, high in ranges]
+        return self._int8_ranges
+
     def _compiled_for(self, shape: tuple[int, ...]) -> "ov.CompiledModel":
         """The model compiled for inputs of exactly ``shape`` ``(B, 1, H, W)``."""
         if shape[1] != 1 or min(shape[2:]) < MIN_SIDE:
@@ -98,9 +129,11 @@ class OpenVINOFuser(Fuser):
 
     def _compile(self, shape: tuple[int, ...]) -> "ov.CompiledModel":
         model = self._model_for_batch(shape[0]).clone()
+        if self.precision == "int8":
+            quantize_wide_convolutions(model, self._calibrated_ranges())
         model.reshape({port: ov.PartialShape(list(shape)) for port in model.inputs})
         return self._core.compile_model(model, "CPU", {
-            "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision],
+            "INFERENCE_PRECISION_HINT": self._float_precision(),
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         })

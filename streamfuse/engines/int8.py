@@ -1,0 +1,125 @@
+"""int8 convolutions for the OpenVINO engine: FakeQuantize on the wide convolutions of a
+converted FusionNet, with input ranges measured on real pairs.
+
+The ten convolutions that read 64-channel maps carry almost all of the network's 243 GFLOP per
+640x512 pair. Each gets a FakeQuantize on its input (per tensor, 256 levels over the range the
+input took on calibration pairs, zero exactly on a level) and on its weights (per output
+channel, symmetric, 255 levels); OpenVINO's low-precision transformations then run them as
+int8 convolutions (AMX/VNNI), everything else stays in the engine's float precision. conv1 (one
+input channel) is left alone: it is 0.3 % of the work.
+
+The ranges are calibrated once per network, on the repository's sample pairs (real FLIR and TNO
+frames), and saved beside the converted model. A map that leaves the calibrated range is clipped
+to it, so the output is checked against fp32 on real pairs like the other reduced precisions
+(``tests/test_engines.py``; ``bench/openvino_variants.py`` on flir-test and TNO).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamfuse.errors import StreamFuseError
+from streamfuse.fuser import REPO_ROOT
+
+CALIBRATION_PAIRS = REPO_ROOT / "samples" / "pairs"
+ACTIVATION_LEVELS = 256
+WEIGHT_LEVELS = 255  # symmetric: -127..127 steps, zero exact
+WIDE_CHANNELS = 64
+# The calibrated ranges are widened by this factor: four sample pairs do not see every scene's
+# extremes, and a clipped map costs more than a coarser step. On the first 40 pairs of
+# flir-test and of TNO (bench/openvino_variants.py): 1.0 left 2 TNO pairs 6 gray levels from
+# fp32 on 10-17 pixels; 1.25 keeps all 80 within 3 levels, the worst pair's mean at 0.45;
+# 1.5 and 2 pushed FLIR means to 0.5 and beyond on a sample of them.
+RANGE_MARGIN = 1.25
+
+
+def wide_convolutions(model) -> list:
+    """The Convolution nodes of an OpenVINO ``model`` reading at least 64 channels, in order."""
+    return [node for node in model.get_ordered_ops() if node.get_type_name() == "Convolution"
+            and node.input(1).get_partial_shape()[1].get_length() >= WIDE_CHANNELS]
+
+
+def calibration_pairs(folder: Path = CALIBRATION_PAIRS) -> list[list[np.ndarray]]:
+    """The pairs of ``folder`` (``ir/`` beside ``vis/``, matched by name) as ``[ir, vis]``
+    (1, 1, H, W) float32 in [0, 1]."""
+    ir_paths = sorted((folder / "ir").glob("*")) if (folder / "ir").is_dir() else []
+    pairs = []
+    for ir_path in ir_paths:
+        vis_path = folder / "vis" / ir_path.name
+        images = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in (ir_path, vis_path)]
+        if any(image is None for image in images) or images[0].shape != images[1].shape:
+            continue
+        pairs.append([image[None, None].astype(np.float32) / 255 for image in images])
+    if not pairs:
+        raise StreamFuseError(
+            f"precision int8: no IR/visible pairs to calibrate on in {folder} (ir/ and vis/ with "
+            "matching names); restore samples/pairs from the repository or use --precision bf16"
+        )
+    return pairs
+
+
+def input_ranges(core, model, pairs: list[list[np.ndarray]]) -> list[tuple[float, float]]:
+    """``(min, max)`` over ``pairs`` of each wide convolution's input, from an fp32 run of
+    ``model`` (``(B, 1, H, W)`` inputs, height and width dynamic; B must be 1 or dynamic)."""
+    probe = model.clone()
+    sources = [node.input(0).get_source_output() for node in wide_convolutions(probe)]
+    probe.add_outputs(sources)
+
+    def key(output) -> tuple[str, int]:
+        return output.get_node().get_friendly_name(), output.get_index()
+    # add_outputs gives one Result per distinct tensor: f2, for one, feeds three convolutions.
+    position = {key(result.input(0).get_source_output()): index
+                for index, result in enumerate(probe.get_results())}
+    compiled = core.compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    low, high = np.full(len(sources), np.inf), np.full(len(sources), -np.inf)
+    for pair in pairs:
+        outputs = compiled(pair).to_tuple()
+        for index, source in enumerate(sources):
+            values = outputs[position[key(source)]]
+            low[index] = min(low[index], float(values.min()))
+            high[index] = max(high[index], float(values.max()))
+    return [(float(a), float(b)) for a, b in zip(low, high)]
+
+
+def zero_on_a_level(low: float, high: float, levels: int = ACTIVATION_LEVELS) -> tuple[float, float]:
+    """A quantization range covering ``[min(low, 0), high]`` with 0 exactly on one of its
+    ``levels`` levels (the step kept): the maps are full of exact zeros (zero padding, the
+    convolutions' border), and quantizing them to a small offset would bias every output."""
+    low = min(low, 0.0)
+    if high <= low:
+        high = low + 1.0
+    step = (high - low) / (levels - 1)
+    low = -round(-low / step) * step
+    return low, low + (levels - 1) * step
+
+
+def quantize_wide_convolutions(model, ranges: list[tuple[float, float]],
+                               margin: float = RANGE_MARGIN):
+    """Puts FakeQuantize on the input (per tensor, ``ranges`` widened by ``margin``) and the
+    weights (per output channel, symmetric) of each of ``model``'s wide convolutions, in place;
+    returns ``model``."""
+    import openvino.opset13 as ops
+
+    convolutions = wide_convolutions(model)
+    if len(convolutions) != len(ranges):
+        raise ValueError(f"{len(ranges)} ranges for {len(convolutions)} wide convolutions")
+
+    def fake_quantize(source, low: np.ndarray, high: np.ndarray, levels: int):
+        low, high = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+        return ops.fake_quantize(source, low, high, low, high, levels).output(0)
+
+    for node, (low, high) in zip(convolutions, ranges):
+        low, high = zero_on_a_level(low * margin, high * margin)
+        node.input(0).replace_source_output(
+            fake_quantize(node.input(0).get_source_output(), low, high, ACTIVATION_LEVELS))
+        weights = node.input(1).get_source_output()
+        values = weights.get_node().get_data()
+        magnitude = np.abs(values).reshape(values.shape[0], -1).max(axis=1)
+        magnitude = np.maximum(magnitude, np.finfo(np.float32).tiny).reshape(-1, 1, 1, 1)
+        node.input(1).replace_source_output(
+            fake_quantize(weights, -magnitude, magnitude, WEIGHT_LEVELS))
+    model.validate_nodes_and_infer_types()
+    return model
