@@ -1,0 +1,253 @@
+"""What else might make the CPU default (OpenVINO bf16) faster: rewrites and settings, A/B.
+
+    python bench/openvino_variants.py [--data ../shared/data] [--rounds 10]
+                                      [--out bench/results/openvino-variants.json]
+
+The shipped graph against variants of it, all at 640x512 with the shipped weights and rule
+``saliency+cam``, compiled with the engine's own settings, and timed interleaved in one process
+(each round times every variant once on the same real pair, resized), since this machine's speed drifts
+by up to 2x from minute to minute. Each variant reports its median ms per pair, its median
+per-round speed against the shipped graph, and its 8-bit output against the fp32 eager
+reference on real pairs (mean and max gray levels, as the engine tests judge: bf16 must stay
+within mean 0.5 and max 4).
+
+Variants:
+
+- ``base_detail_as_one_conv``: conv3 and conv4 both read f2, so they are one 64 -> 128
+  convolution (wider GEMM tiles for AMX), tanh, and a channel split. Same function.
+- ``encoder_as_one_batch``: both cameras through the encoder as one batch of 2, split after.
+  Same function.
+- ``denormals_flushed``, ``tbb_auto_partitioner``: OpenVINO CPU properties
+  (``CPU_DENORMALS_OPTIMIZATION``, ``TBB_PARTITIONER``).
+- ``int8_convolutions``: the engine's ``int8`` precision (:mod:`streamfuse.engines.int8`):
+  every 64-channel convolution in int8 (AMX int8 has twice bf16's rate), its input range
+  calibrated on the repository's sample pairs as the engine does. Judged on flir-test and TNO
+  pairs, none of them among the samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from streamfuse.bench import machine_description  # noqa: E402
+from streamfuse.checkpoint import load_checkpoint  # noqa: E402
+from streamfuse.engines import build_fuser  # noqa: E402
+from streamfuse.engines.int8 import (calibration_pairs, input_ranges,  # noqa: E402
+                                     quantize_wide_convolutions)
+from streamfuse.engines.openvino_engine import export_program  # noqa: E402
+from streamfuse.engines.optimize import rewrite_for_graph_compiler  # noqa: E402
+from streamfuse.fuser import DEFAULT_WEIGHTS, FusionNet  # noqa: E402
+from streamfuse.model import Features, fold_model  # noqa: E402
+
+HEIGHT, WIDTH = 512, 640
+RULE = "saliency+cam"
+DEFAULT_DATA = Path(os.environ.get("STREAMFUSE_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+class BaseDetailAsOneConv(nn.Module):
+    """The encoder with conv3 and conv4 (both ``tanh(conv(f2))``) as one 64 -> 128 conv."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.conv1, self.conv2 = encoder.conv1, encoder.conv2
+        base, detail = encoder.conv3, encoder.conv4
+        self.pad, self.features = base[0], base.conv.out_channels
+        self.conv = nn.Conv2d(base.conv.in_channels, 2 * self.features, 3,
+                              padding=base.conv.padding, bias=True)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.cat([base.conv.weight, detail.conv.weight]))
+            self.conv.bias.copy_(torch.cat([base.conv.bias, detail.conv.bias]))
+
+    def forward(self, image: torch.Tensor) -> Features:
+        f1 = self.conv1(image)
+        f2 = self.conv2(f1)
+        both = torch.tanh(self.conv(self.pad(f2)))
+        return Features(f1, f2, both[:, : self.features], both[:, self.features:])
+
+
+class EncoderAsOneBatch(nn.Module):
+    """FusionNet with both cameras encoded as one batch of 2B, split after."""
+
+    def __init__(self, net: FusionNet):
+        super().__init__()
+        self.encoder, self.fusion, self.decoder = net.encoder, net.fusion, net.decoder
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        batch = ir.shape[0]
+        features = self.encoder(torch.cat([ir, vis]))
+        ir_features = tuple(x[:batch] for x in features)
+        vis_features = tuple(x[batch:] for x in features)
+        return self.decoder(Features(*self.fusion(ir_features, vis_features)))
+
+
+def load_pairs(folder: Path, count: int) -> list[list[np.ndarray]]:
+    """The first ``count`` real pairs of ``folder`` (ir/, vis/) at their own size, as
+    ``[ir, vis]`` (1, 1, H, W) float32 in [0, 1]."""
+    pairs = []
+    for ir_path in sorted((folder / "ir").iterdir())[:count]:
+        vis_path = next((folder / "vis").glob(ir_path.stem + ".*"))
+        pairs.append([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)[None, None].astype(np.float32)
+                      / 255 for path in (ir_path, vis_path)])
+    return pairs
+
+
+def converted_model(net: nn.Module, static: bool = True):
+    """The OpenVINO model of ``net`` for one pair, as the engine converts it; at 640x512 when
+    ``static``, else any height and width."""
+    import openvino as ov
+
+    with torch.no_grad():
+        model = ov.convert_model(export_program(net, 1))
+    if static:
+        model.reshape({port: ov.PartialShape([1, 1, HEIGHT, WIDTH]) for port in model.inputs})
+    return model
+
+
+def compiled(model, threads: int, precision: str = "bf16", **properties):
+    """``model`` compiled with the engine's settings (and ``properties``)."""
+    import openvino as ov
+
+    settings = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads, **properties}
+    return ov.Core().compile_model(model, "CPU", settings)
+
+
+def gray_levels(fused: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(fused, np.float64).squeeze() * 255)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="folder with flir-test and tno (default ../shared/data)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    parser.add_argument("--accuracy-pairs", type=int, default=5, help="per data set")
+    parser.add_argument("--variants", help="comma list of variants to run besides shipped "
+                        "(default all)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench/results/openvino-variants.json"))
+    args = parser.parse_args()
+    missing = [name for name in ("flir-test", "tno") if not (args.data / name).is_dir()]
+    if missing:
+        sys.exit(f"openvino_variants: {args.data} lacks {', '.join(missing)}; "
+                 "pass --data with the real pairs")
+    torch.set_num_threads(args.threads)
+    machine = machine_description(torch.device("cpu"))
+    model, _ = load_checkpoint(DEFAULT_WEIGHTS)
+
+    def shipped_net() -> FusionNet:
+        return rewrite_for_graph_compiler(FusionNet(fold_model(model), RULE).eval())
+
+    def one_conv_net() -> FusionNet:
+        net = shipped_net()
+        net.encoder = BaseDetailAsOneConv(net.encoder)
+        return net
+
+    import openvino as ov
+
+    ranges = input_ranges(ov.Core(), converted_model(shipped_net(), static=False),
+                          calibration_pairs())
+    # name -> (network, int8 ranges or None, extra OpenVINO properties)
+    recipes = {
+        "shipped": (shipped_net, None, {}),
+        "base_detail_as_one_conv": (one_conv_net, None, {}),
+        "encoder_as_one_batch": (lambda: EncoderAsOneBatch(shipped_net()), None, {}),
+        "denormals_flushed": (shipped_net, None, {"CPU_DENORMALS_OPTIMIZATION": True}),
+        "tbb_auto_partitioner": (shipped_net, None, {"TBB_PARTITIONER": "AUTO"}),
+        "int8_convolutions": (shipped_net, ranges, {}),
+    }
+    if args.variants:
+        wanted = {"shipped", *args.variants.split(",")}
+        recipes = {name: recipe for name, recipe in recipes.items() if name in wanted}
+
+    def build(name: str, static: bool):
+        network, int8_ranges, properties = recipes[name]
+        converted = converted_model(network(), static)
+        if int8_ranges is not None:
+            quantize_wide_convolutions(converted, int8_ranges)
+        return compiled(converted, args.threads, **properties)
+
+    judged = {name: load_pairs(args.data / name, args.accuracy_pairs)
+              for name in ("flir-test", "tno")}
+    reference = build_fuser(model, RULE, engine="eager", precision="fp32", device="cpu")
+    accuracy = {name: {} for name in recipes}
+    any_size = {name: build(name, static=False) for name in recipes}
+    for data_set, pairs in judged.items():
+        for index, pair in enumerate(pairs):
+            with torch.inference_mode():
+                expected = gray_levels(reference.fuse_tensors(
+                    *(torch.from_numpy(image) for image in pair)).numpy())
+            for name, request in any_size.items():
+                difference = np.abs(gray_levels(request(pair)[0]) - expected)
+                accuracy[name][f"{data_set}/{index}"] = {
+                    "mean": round(float(difference.mean()), 3), "max": int(difference.max()),
+                    "pixels_over_4": int((difference > 4).sum())}
+    del any_size
+
+    variants = {name: build(name, static=True) for name in recipes}
+    pair = [cv2.resize(image[0, 0], (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)[None, None]
+            for image in judged["flir-test"][0]]
+    for request in variants.values():
+        request(pair)
+    seconds = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, request in variants.items():
+            started = time.perf_counter()
+            request(pair)
+            seconds[name].append(time.perf_counter() - started)
+    shipped = np.asarray(seconds["shipped"])
+    rows = {}
+    for name in variants:
+        per_pair = accuracy[name].values()
+        rows[name] = {
+            "median_ms": round(float(np.median(seconds[name])) * 1000, 1),
+            "speed_vs_shipped_median_of_rounds": round(float(np.median(
+                shipped / np.asarray(seconds[name]))), 3),
+            "ms_per_round": [round(value * 1000) for value in seconds[name]],
+            "gray_levels_vs_fp32_eager": {
+                "mean_of_means": round(float(np.mean([row["mean"] for row in per_pair])), 3),
+                "worst_mean": max(row["mean"] for row in per_pair),
+                "max": max(row["max"] for row in per_pair),
+                "within_bf16_tolerance": all(row["mean"] <= 0.5 and row["max"] <= 4
+                                             for row in per_pair),
+                "per_pair": accuracy[name],
+            },
+        }
+    machine["load_average_end"] = list(os.getloadavg())
+    result = {
+        "what": __doc__.splitlines()[0],
+        "resolution": f"{WIDTH}x{HEIGHT}", "rule": RULE, "threads": args.threads,
+        "rounds": args.rounds,
+        "int8_calibration": {"pairs": "samples/pairs (as the engine)",
+                             "input_ranges": [[round(low, 3), round(high, 3)]
+                                              for low, high in ranges]},
+        "accuracy_pairs": f"first {args.accuracy_pairs} of flir-test and of tno, own size",
+        "variants": rows,
+        "machine": machine,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'variant':26s} {'median ms':>9s} {'speed':>6s}  gray levels vs fp32: mean/worst/max")
+    for name, row in rows.items():
+        gray = row["gray_levels_vs_fp32_eager"]
+        print(f"{name:26s} {row['median_ms']:9.1f} {row['speed_vs_shipped_median_of_rounds']:5.2f}x"
+              f"  {gray['mean_of_means']:.3f} / {gray['worst_mean']:.3f} / {gray['max']}"
+              f"{'' if gray['within_bf16_tolerance'] else '  (outside the bf16 tolerance)'}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
