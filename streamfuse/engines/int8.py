@@ -1,17 +1,19 @@
 """int8 convolutions for the OpenVINO engine: FakeQuantize on the wide convolutions of a
 converted FusionNet, with input ranges measured on real pairs.
 
-The ten convolutions that read 64-channel maps carry almost all of the network's 243 GFLOP per
-640x512 pair. Each gets a FakeQuantize on its input (per tensor, 256 levels over the range the
-input took on calibration pairs, zero exactly on a level) and on its weights (per output
-channel, symmetric, 255 levels); OpenVINO's low-precision transformations then run them as
-int8 convolutions (AMX/VNNI), everything else stays in the engine's float precision. conv1 (one
-input channel) is left alone: it is 0.3 % of the work.
+The twelve convolutions that read 64-channel maps (all but the two conv1s) carry almost all of
+the network's 243 GFLOP per 640x512 pair. Each gets a FakeQuantize on its input (per tensor,
+256 levels over the range the input took on calibration pairs, widened by ``RANGE_MARGIN``,
+zero exactly on a level) and on its weights (per output channel, symmetric, 255 levels);
+OpenVINO's low-precision transformations then run them as int8 convolutions (AMX/VNNI), and
+everything else stays in the engine's float precision. conv1 (one input channel) is left
+alone: it is 0.3 % of the work.
 
 The ranges are calibrated once per network, on the repository's sample pairs (real FLIR and TNO
 frames), and saved beside the converted model. A map that leaves the calibrated range is clipped
 to it, so the output is checked against fp32 on real pairs like the other reduced precisions
-(``tests/test_engines.py``; ``bench/openvino_variants.py`` on flir-test and TNO).
+(``tests/test_int8.py``; ``bench/openvino_variants.py`` on flir-test and TNO, and
+``bench/int8_extremes.py`` on inputs unlike them).
 """
 
 from __future__ import annotations
