@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--resolutions", default="640x512,1280x1024", help="WIDTHxHEIGHT list (default 640x512,1280x1024)")
     parser.add_argument("--engines", help="comma list of " + ", ".join(ENGINES) + " (default: those installed for the device)")
-    parser.add_argument("--precisions", help="comma list of fp32, bf16, fp16 (default fp32,bf16 on CPU, fp32,fp16 on CUDA)")
+    parser.add_argument("--precisions", help="comma list of fp32, bf16, fp16, int8 (openvino) (default fp32,bf16 on CPU, "
+                        "fp32,fp16 on CUDA)")
     parser.add_argument("--batch-sizes", default="1", help="comma list of pairs per call (default 1)")
     parser.add_argument("--rule", default=FusionConfig.rule, help=f"fusion rule (default {FusionConfig.rule})")
     parser.add_argument("--weights", type=Path,

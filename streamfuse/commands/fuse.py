@@ -49,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="inference engine (default: eager for images, bit-reproducible stills; "
                         "auto for videos: the fastest installed for the device, see `streamfuse bench`)")
     parser.add_argument("--precision", choices=["auto", *PRECISIONS],
-                        help="fp32, bf16 (CPUs with AMX/AVX512-BF16) or fp16 (CUDA); default fp32 "
-                        "for images, auto for videos")
+                        help="fp32, bf16 (CPUs with AMX/AVX512-BF16), fp16 (CUDA) or int8 (engine "
+                        "openvino); default fp32 for images, auto for videos")
     parser.set_defaults(func=run)
 
 
