@@ -88,10 +88,10 @@ def test_quantized_convolution_matches_a_float64_reference_and_runs_in_int8():
     np.testing.assert_allclose(fused, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
     # ... and far from the unquantized convolution, so the check above can tell them apart.
     assert np.abs(fused - conv3x3(image[0], weights, bias)).max() > 50 * 2e-5 * np.abs(expected).max()
-    runtime = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str)
-               for op in compiled.get_runtime_model().get_ordered_ops()
-               if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
-    assert runtime and set(runtime.values()) <= {"u8", "i8"}, runtime
+    run_precisions = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str)
+                      for op in compiled.get_runtime_model().get_ordered_ops()
+                      if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    assert run_precisions and set(run_precisions.values()) <= {"u8", "i8"}, run_precisions
 
 
 TEST_PAIRS = (("flir-test", 3), ("tno", 12))
