@@ -5,8 +5,8 @@
 
 The shipped graph against variants of it, all at 640x512 with the shipped weights and rule
 ``saliency+cam``, compiled with the engine's own settings, and timed interleaved in one process
-(each round times every variant once on the same real pair, resized), since this machine's speed drifts
-by up to 2x from minute to minute. Each variant reports its median ms per pair, its median
+(each round times every variant once on the same real pair, resized), since this machine's
+speed drifts by up to 2x from minute to minute. Each variant reports its median ms per pair, its median
 per-round speed against the shipped graph, and its 8-bit output against the fp32 eager
 reference on real pairs (mean and max gray levels, as the engine tests judge: bf16 must stay
 within mean 0.5 and max 4).
@@ -20,9 +20,9 @@ Variants:
 - ``denormals_flushed``, ``tbb_auto_partitioner``: OpenVINO CPU properties
   (``CPU_DENORMALS_OPTIMIZATION``, ``TBB_PARTITIONER``).
 - ``int8_convolutions``: the engine's ``int8`` precision (:mod:`streamfuse.engines.int8`):
-  every 64-channel convolution in int8 (AMX int8 has twice bf16's rate), its input range
-  calibrated on the repository's sample pairs as the engine does. Judged on flir-test and TNO
-  pairs, none of them among the samples.
+  the twelve convolutions that read 64-channel maps in int8 (AMX int8 has twice bf16's
+  rate), their input ranges calibrated on the repository's sample pairs as the engine does.
+  Judged on flir-test and TNO pairs, none of them among the samples.
 """
 
 from __future__ import annotations
