@@ -188,15 +188,13 @@ def measure_int8_peak_gops(size: int = 2 * PEAK_SIZE["cpu"]) -> float:
     import openvino as ov
     import openvino.opset13 as ops
 
-    def fake_quantize(source, bound: float, levels: int):
-        low, high = ops.constant(np.float32(-bound)), ops.constant(np.float32(bound))
-        return ops.fake_quantize(source, low, high, low, high, levels)
+    from streamfuse.engines.int8 import fake_quantize
 
     rng = np.random.default_rng(0)
     parameter = ops.parameter([size, size], ov.Type.f32)
     weights = ops.constant(rng.uniform(-1, 1, (size, size)).astype(np.float32))
-    product = ops.matmul(fake_quantize(parameter, 1.0, 256), fake_quantize(weights, 1.0, 255),
-                         False, False)
+    product = ops.matmul(fake_quantize(parameter, -1.0, 1.0, 256),
+                         fake_quantize(weights, -1.0, 1.0, 255), False, False)
     compiled = ov.Core().compile_model(ov.Model([product], [parameter]), "CPU", {
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
     request = compiled.create_infer_request()

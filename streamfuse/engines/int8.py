@@ -98,21 +98,23 @@ def zero_on_a_level(low: float, high: float, levels: int = ACTIVATION_LEVELS) ->
     return low, low + (levels - 1) * step
 
 
+def fake_quantize(source, low, high, levels: int):
+    """OpenVINO FakeQuantize of the output ``source`` onto ``levels`` levels of ``[low, high]``
+    (floats or arrays broadcast per channel), output range equal to the input range."""
+    import openvino.opset13 as ops
+
+    low, high = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+    return ops.fake_quantize(source, low, high, low, high, levels).output(0)
+
+
 def quantize_wide_convolutions(model, ranges: list[tuple[float, float]],
                                margin: float = RANGE_MARGIN):
     """Puts FakeQuantize on the input (per tensor, ``ranges`` widened by ``margin``) and the
     weights (per output channel, symmetric) of each of ``model``'s wide convolutions, in place;
     returns ``model``."""
-    import openvino.opset13 as ops
-
     convolutions = wide_convolutions(model)
     if len(convolutions) != len(ranges):
         raise ValueError(f"{len(ranges)} ranges for {len(convolutions)} wide convolutions")
-
-    def fake_quantize(source, low: np.ndarray, high: np.ndarray, levels: int):
-        low, high = ops.constant(np.float32(low)), ops.constant(np.float32(high))
-        return ops.fake_quantize(source, low, high, low, high, levels).output(0)
-
     for node, (low, high) in zip(convolutions, ranges):
         low, high = zero_on_a_level(low * margin, high * margin)
         node.input(0).replace_source_output(
