@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -31,11 +32,14 @@ __all__ = [
     "RULES",
     "FusionConfig",
     "FusionLayer",
+    "MapStats",
     "cam_weights",
+    "cam_weights_from_means",
     "fuse_maps",
     "l1_activity",
     "l1_weights",
     "l1_weights_from_activity",
+    "map_stats",
     "quantize_activity",
     "saliency_map",
     "saliency_weights",
@@ -127,6 +131,23 @@ class FusionConfig:
                 f"use names from {', '.join(MAP_NAMES)}"
             )
         object.__setattr__(self, "apply_to", apply_to)
+
+
+class MapStats(NamedTuple):
+    """What the fusion rules read of one (B, C, H, W) feature map besides the map itself.
+
+    A network whose kernel writing the map also sums it hands these to :class:`FusionLayer`,
+    which then does not read the map again for them (bench/activation_stats.py, a GPU study).
+    :func:`map_stats` is the reference.
+
+    Attributes:
+        activity: (B, 1, H, W) ``l1_activity`` of the map (weight dtype).
+        channel_mean: (B, C, 1, 1) mean of ``|x|`` over each channel's pixels (weight dtype), CAM's
+            global pooling.
+    """
+
+    activity: torch.Tensor
+    channel_mean: torch.Tensor
 
 
 def _weight_dtype(x: torch.Tensor) -> torch.dtype:
@@ -349,6 +370,19 @@ def _mean_magnitude(x: torch.Tensor) -> torch.Tensor:
     return _l1_norm(x, (2, 3)) / (x.shape[2] * x.shape[3])
 
 
+def map_stats(x: torch.Tensor) -> MapStats:
+    """(B, C, H, W) map -> its :class:`MapStats`, computed from the map."""
+    return MapStats(l1_activity(x), _mean_magnitude(x))
+
+
+def cam_weights_from_means(
+    pooled_ir: torch.Tensor, pooled_vis: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channel-attention weights (eq. 15) from each camera's (B, C, 1, 1) channel means of |x|."""
+    weight_ir = _share(pooled_ir, pooled_vis, eps)
+    return weight_ir, 1 - weight_ir
+
+
 def cam_weights(
     ir: torch.Tensor, vis: torch.Tensor, eps: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -366,10 +400,17 @@ def cam_weights(
     Returns:
         ``(lambda_ir, lambda_vis)``, each (B, C, 1, 1), in [0, 1], summing to 1.
     """
-    pooled_ir = _mean_magnitude(ir)
-    pooled_vis = _mean_magnitude(vis)
-    weight_ir = _share(pooled_ir, pooled_vis, eps)
-    return weight_ir, 1 - weight_ir
+    return cam_weights_from_means(_mean_magnitude(ir), _mean_magnitude(vis), eps)
+
+
+def _stacked_activity(
+    maps: Sequence[torch.Tensor], stats: Sequence[MapStats | None] | None
+) -> torch.Tensor:
+    """(B, K, H, W): the activity of each of K maps, from its stats where given."""
+    stats = stats if stats is not None else [None] * len(maps)
+    return torch.cat(
+        [s.activity if s is not None else l1_activity(x) for x, s in zip(maps, stats)], dim=1
+    )
 
 
 def spatial_ir_weights(
@@ -377,6 +418,8 @@ def spatial_ir_weights(
     ir_maps: Sequence[torch.Tensor],
     vis_maps: Sequence[torch.Tensor],
     config: FusionConfig,
+    ir_stats: Sequence[MapStats | None] | None = None,
+    vis_stats: Sequence[MapStats | None] | None = None,
 ) -> torch.Tensor | float:
     """IR weight of a spatial rule for K map pairs at once.
 
@@ -384,6 +427,8 @@ def spatial_ir_weights(
         name: ``average``, ``weighted``, ``l1`` or ``saliency``.
         ir_maps, vis_maps: K (B, C_k, H, W) feature maps per camera, pairwise of equal shape.
         config: the rule's settings.
+        ir_stats, vis_stats: K :class:`MapStats` (or None) per camera, read instead of the maps
+            where given.
 
     Returns:
         A float for the fixed rules, else (B, K, H, W) with plane k weighting pair k.
@@ -392,8 +437,8 @@ def spatial_ir_weights(
         return 0.5
     if name == "weighted":
         return config.gamma
-    activity_ir = torch.cat([l1_activity(x) for x in ir_maps], dim=1)
-    activity_vis = torch.cat([l1_activity(x) for x in vis_maps], dim=1)
+    activity_ir = _stacked_activity(ir_maps, ir_stats)
+    activity_vis = _stacked_activity(vis_maps, vis_stats)
     if name == "l1":
         return l1_weights_from_activity(activity_ir, activity_vis, config.eps)
     return saliency_weights_from_activity(
@@ -418,6 +463,7 @@ def fuse_maps(
     vis: torch.Tensor,
     config: FusionConfig | None = None,
     spatial_weight: torch.Tensor | float | None = None,
+    channel_means: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Fuse one IR/visible map pair with ``config.rule``.
 
@@ -431,6 +477,9 @@ def fuse_maps(
         spatial_weight: the spatial rule's IR weight, (B, 1, H, W) or a float, when the caller
             has computed it already (:class:`FusionLayer` does so for all maps at once);
             None computes it here. Ignored by ``sum`` and ``cam``.
+        channel_means: ``(pooled_ir, pooled_vis)``, each (B, C, 1, 1) mean of |x| per channel,
+            when the caller has them (:class:`MapStats`); None computes them here. Read by the
+            ``cam`` rules only.
 
     Returns:
         (B, C, H, W) fused map in the inputs' dtype.
@@ -445,14 +494,18 @@ def fuse_maps(
     if config.rule == "sum":
         return ir + vis
     spatial_name, _, cam = config.rule.partition("+")
+    if spatial_name == "cam" or cam:
+        if channel_means is None:
+            channel_means = (_mean_magnitude(ir), _mean_magnitude(vis))
+        cam_ir_weight = cam_weights_from_means(*channel_means, config.eps)[0]
     if spatial_name == "cam":
-        ir_weight = cam_weights(ir, vis, config.eps)[0]
+        ir_weight = cam_ir_weight
     else:
         if spatial_weight is None:
             spatial_weight = spatial_ir_weights(spatial_name, [ir], [vis], config)
         if cam:
             # Halve the small weight tensors first: only the final broadcast add is full size.
-            ir_weight = 0.5 * spatial_weight + 0.5 * cam_weights(ir, vis, config.eps)[0]
+            ir_weight = 0.5 * spatial_weight + 0.5 * cam_ir_weight
         else:
             ir_weight = spatial_weight
     if isinstance(ir_weight, torch.Tensor):
@@ -467,7 +520,8 @@ class FusionLayer(nn.Module):
     weights of all ruled maps come from one pass over their activities stacked as channels
     (:func:`spatial_ir_weights`), identical per map to :func:`fuse_maps` on that map alone but
     with one histogram, one guided filter and one set of divisions for all of them.
-    It has no parameters.
+    The activities and channel means come from the maps, or from :class:`MapStats` passed along
+    with them. It has no parameters.
     """
 
     def __init__(self, config: FusionConfig | None = None) -> None:
@@ -479,13 +533,19 @@ class FusionLayer(nn.Module):
         self,
         ir_features: tuple[torch.Tensor, ...],
         vis_features: tuple[torch.Tensor, ...],
+        ir_stats: Sequence[MapStats | None] | None = None,
+        vis_stats: Sequence[MapStats | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Args: two 4-tuples (f1, f2, B, D) of (B, 64, H, W) maps. Returns the fused 4-tuple."""
+        """Args: two 4-tuples (f1, f2, B, D) of (B, 64, H, W) maps, and optionally for each
+        camera a 4-tuple of their :class:`MapStats` (None for a map whose stats are to be
+        computed here). Returns the fused 4-tuple."""
         if len(ir_features) != len(MAP_NAMES) or len(vis_features) != len(MAP_NAMES):
             raise StreamFuseError(
                 f"FusionLayer: expected {len(MAP_NAMES)} maps {MAP_NAMES} per camera, got "
                 f"{len(ir_features)} (IR) and {len(vis_features)} (visible)"
             )
+        ir_stats = tuple(ir_stats) if ir_stats is not None else (None,) * len(MAP_NAMES)
+        vis_stats = tuple(vis_stats) if vis_stats is not None else (None,) * len(MAP_NAMES)
         config = self.config
         ruled = [i for i, name in enumerate(MAP_NAMES) if name in config.apply_to]
         spatial_name = config.rule.partition("+")[0]
@@ -497,6 +557,8 @@ class FusionLayer(nn.Module):
                 [ir_features[i] for i in ruled],
                 [vis_features[i] for i in ruled],
                 config,
+                [ir_stats[i] for i in ruled],
+                [vis_stats[i] for i in ruled],
             )
         fused = []
         for i, (ir, vis) in enumerate(zip(ir_features, vis_features)):
@@ -505,7 +567,10 @@ class FusionLayer(nn.Module):
                 continue
             plane = ruled.index(i)
             weight = spatial[:, plane : plane + 1] if isinstance(spatial, torch.Tensor) else spatial
-            fused.append(fuse_maps(ir, vis, config, weight))
+            means = None
+            if ir_stats[i] is not None and vis_stats[i] is not None:
+                means = (ir_stats[i].channel_mean, vis_stats[i].channel_mean)
+            fused.append(fuse_maps(ir, vis, config, weight, means))
         f1, f2, base, detail = fused
         return f1, f2, base, detail
 
