@@ -23,6 +23,9 @@ Sets of variants:
 
 Every variant also reports ``replay_diff_max`` and ``replay_pixels_differing``: its first call
 (run outside the CUDA graph) against a call after timing (a graph replay).
+- ``session14``: the compile engine of session 12 against the same with conv2-conv4's
+  activations and the fusion layer's statistics in one Triton kernel
+  (bench/activation_stats.py), and the network alone (rule sum) for the share.
 - ``autotune``: Inductor's max-autotune (Triton convolutions with fused epilogues), against the
   current path; minutes of compilation, so on its own.
 """
@@ -45,6 +48,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import streamfuse.fusion as fusion  # noqa: E402
 from streamfuse.bench import as_batch, bench_pair, parse_resolutions, time_calls  # noqa: E402
 from streamfuse.commands.bench import load_model  # noqa: E402
+from bench.activation_stats import with_activation_stats  # noqa: E402
 from streamfuse.engines.optimize import (  # noqa: E402
     fold_zero_padding, pad_input_channels, rewrite_for_graph_compiler, taps_for_narrow_convs,
     taps_for_narrow_outputs,
@@ -61,6 +65,7 @@ class Variant:
     tiles: int = 64  # CUDA_HISTOGRAM_TILES
     narrow_taps: str = "none"  # "outputs": taps_for_narrow_outputs (conv7); "all": and conv1
     inductor: dict = field(default_factory=dict)  # extra torch.compile options
+    activation_stats: bool = False  # with_activation_stats: the Triton activation-statistics kernel
 
 
 SETS = {
@@ -80,6 +85,13 @@ SETS = {
         Variant("conv1-taps+conv7-planes", narrow_taps="all"),
         Variant("taps+coordinate-descent", narrow_taps="all", inductor={"coordinate_descent_tuning": True}),
         Variant("net-session4", rule="sum"), Variant("net-taps", rule="sum", narrow_taps="all"),
+    ],
+    "session14": [
+        Variant("session12", narrow_taps="all", inductor={"coordinate_descent_tuning": True}),
+        Variant("activation-stats", narrow_taps="all", inductor={"coordinate_descent_tuning": True},
+                activation_stats=True),
+        Variant("net-session12", rule="sum", narrow_taps="all",
+                inductor={"coordinate_descent_tuning": True}),
     ],
     # Triton convolution templates with fused epilogues; compiles for minutes: run on its own.
     "autotune": [Variant("current"), Variant("max-autotune", inductor={"max_autotune": True})],
@@ -101,6 +113,8 @@ def build(variant: Variant, model, device: torch.device, ir: torch.Tensor, vis: 
     if variant.pad:
         pad_input_channels(net)
     net = net.to(memory_format=torch.channels_last)
+    if variant.activation_stats:
+        net = with_activation_stats(net)
     cuda = device.type == "cuda"
     # mode="reduce-overhead" is triton.cudagraphs; options and mode cannot both be given.
     options = {"triton.cudagraphs": True} if cuda else {}

@@ -17,7 +17,8 @@ events, rounds interleaved; the report has ms per call for PReLU and tanh, the s
 largest differences between the two versions' outputs (map, activity, channel means). The
 kernel's arithmetic can also be checked on a CPU with Triton's interpreter
 (``TRITON_INTERPRET=1 python bench/gpu_fused_stats.py --device cpu --batch 2 --size 64x48``).
-It is not used by any engine; the numbers decide whether it is worth wiring in.
+The kernel is bench/activation_stats.py's; bench/gpu_ab.py (``--set session14``) measures it
+inside the whole compiled network, where it does not pay (1.01x on an H100).
 """
 
 from __future__ import annotations
@@ -29,62 +30,14 @@ from pathlib import Path
 
 import torch
 import triton
-import triton.language as tl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from streamfuse.bench import parse_resolutions  # noqa: E402
-
-
-@triton.jit
-def _activation_stats_kernel(conv_ptr, bias_ptr, act_ptr, activity_ptr, partial_ptr, pixels,
-                             blocks, slope, CHANNELS: tl.constexpr, BLOCK: tl.constexpr,
-                             TANH: tl.constexpr):
-    """One (block of pixels, sample): conv output (B, H*W, C) fp16 -> activated map (same
-    layout, fp16), per-pixel sum of |map| (B, H*W) fp32, per-channel partial sum (B, blocks, C)."""
-    block, sample = tl.program_id(0), tl.program_id(1)
-    pixel = block * BLOCK + tl.arange(0, BLOCK)
-    channel = tl.arange(0, CHANNELS)
-    inside = pixel < pixels
-    offsets = (sample * pixels + pixel)[:, None] * CHANNELS + channel[None, :]
-    value = tl.load(conv_ptr + offsets, mask=inside[:, None], other=0.0).to(tl.float32)
-    value += tl.load(bias_ptr + channel).to(tl.float32)[None, :]
-    if TANH:
-        # tanh(v) = 1 - 2 / (exp(2v) + 1): +-1 at the extremes, no library call.
-        activated = 1.0 - 2.0 / (tl.exp(2.0 * value) + 1.0)
-    else:
-        activated = tl.where(value >= 0, value, slope * value)
-    stored = activated.to(tl.float16)
-    tl.store(act_ptr + offsets, stored, mask=inside[:, None])
-    # The statistics of the map as stored (fp16), as the reference computes them.
-    magnitude = tl.where(inside[:, None], tl.abs(stored.to(tl.float32)), 0.0)
-    tl.store(activity_ptr + sample * pixels + pixel, tl.sum(magnitude, axis=1), mask=inside)
-    tl.store(partial_ptr + (sample * blocks + block) * CHANNELS + channel, tl.sum(magnitude, axis=0))
-
-
-def fused_activation_stats(conv: torch.Tensor, bias: torch.Tensor, slope: float, tanh: bool,
-                           block: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """conv: (B, C, H, W) fp16 channels_last; bias: (C,) -> (activated (B, C, H, W) fp16
-    channels_last, activity (B, 1, H, W) fp32, channel mean of |activated| (B, C, 1, 1) fp32)."""
-    batch, channels, height, width = conv.shape
-    pixels = height * width
-    blocks = triton.cdiv(pixels, block)
-    activated = torch.empty_like(conv, memory_format=torch.channels_last)
-    activity = torch.empty(batch, 1, height, width, device=conv.device, dtype=torch.float32)
-    partial = torch.empty(batch, blocks, channels, device=conv.device, dtype=torch.float32)
-    _activation_stats_kernel[(blocks, batch)](
-        conv, bias, activated, activity, partial, pixels, blocks, slope,
-        CHANNELS=channels, BLOCK=block, TANH=tanh)
-    return activated, activity, (partial.sum(dim=1) / pixels)[:, :, None, None]
-
-
-def reference_activation_stats(conv: torch.Tensor, bias: torch.Tensor, slope: float, tanh: bool):
-    """The same three results as the compiled graph computes them today."""
-    value = conv.float() + bias.float()[None, :, None, None]
-    activated = (torch.tanh(value) if tanh else torch.where(value >= 0, value, slope * value)).half()
-    magnitude = activated.float().abs()
-    return activated, magnitude.sum(dim=1, keepdim=True), magnitude.mean(dim=(2, 3), keepdim=True)
+from bench.activation_stats import (  # noqa: E402
+    launch_activation_stats as fused_activation_stats, reference_activation_stats,
+)
 
 
 def time_ms(call, device: torch.device, rounds: int = 20) -> float | None:
