@@ -39,9 +39,10 @@ step() {  # step SECONDS COMMAND...: run with a time limit, log its output and i
 #            activation-statistics kernel against Inductor (bench/gpu_fused_stats.py) and the eager
 #            engine (about 5 minutes). Session 12 ran both parts on an H100:
 #            bench/results/gpu-h100-*-s12*.
-#   PHASE=determinism (next lease first): bench/gpu_determinism.py (does the compiled path give
-#            the same pixels on every call? the CUDA test of the compile engine failed on that in
-#            session 14), the CUDA tests, and the bench of the compile engine at 640x512, batch 32;
+#   PHASE=determinism (next lease first; about 9 minutes): bench/gpu_determinism.py (does the
+#            compiled path give the same pixels on every call? the CUDA test of the compile engine
+#            failed on that in session 14), the CUDA tests, and bench/gpu_ab.py --set session15
+#            (the guided filter on fp16 planes);
 #   PHASE=stats: the session-14 change on its own (about 8 minutes): the A/B of the compile engine
 #            with and without the activation-statistics kernel (bench/gpu_ab.py --set session14),
 #            the CUDA tests, and the bench of the compile engine at 640x512, batch 32.
@@ -63,10 +64,9 @@ step 110 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 1280x1024 
     --precisions fp16 --batch-sizes 8 -o "$OUT/cuda-1280x1024.json"
 elif [ "$PHASE" = determinism ]; then
 step 15 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-step 240 python3 bench/gpu_determinism.py --out "$OUT/gpu-determinism.json"
+step 200 python3 bench/gpu_determinism.py --out "$OUT/gpu-determinism.json"
 step 150 python3 -m pytest -q -p no:cacheprovider tests/test_engines.py -k cuda -W ignore::DeprecationWarning
-step 150 python3 -m streamfuse.cli bench "${common[@]}" --resolutions 640x512 --engines compile \
-    --precisions fp16 --batch-sizes 32 -o "$OUT/cuda-640x512.json"
+step 230 python3 bench/gpu_ab.py --set session15 --batch 32 --out "$OUT/gpu-ab-s15.json"
 elif [ "$PHASE" = stats ]; then
 step 15 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 step 15 python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'triton', triton.__version__)"
