@@ -72,6 +72,14 @@ class Variant:
     guided_fp16: bool = False  # the saliency rule's guided filter on fp16 planes (see guided_filter_fp16)
 
 
+def against_session12(name: str, **candidate) -> list[Variant]:
+    """The compile engine as shipped since session 12, the same with ``candidate``'s changes, and
+    the network alone (rule sum) for the fusion layer's share."""
+    shipped = dict(narrow_taps="all", inductor={"coordinate_descent_tuning": True})
+    return [Variant("session12", **shipped), Variant(name, **shipped, **candidate),
+            Variant("net-session12", rule="sum", **shipped)]
+
+
 SETS = {
     "session4": [
         Variant("before", pad=False, tiles=1), Variant("tiles64", pad=False),
@@ -90,20 +98,8 @@ SETS = {
         Variant("taps+coordinate-descent", narrow_taps="all", inductor={"coordinate_descent_tuning": True}),
         Variant("net-session4", rule="sum"), Variant("net-taps", rule="sum", narrow_taps="all"),
     ],
-    "session14": [
-        Variant("session12", narrow_taps="all", inductor={"coordinate_descent_tuning": True}),
-        Variant("activation-stats", narrow_taps="all", inductor={"coordinate_descent_tuning": True},
-                activation_stats=True),
-        Variant("net-session12", rule="sum", narrow_taps="all",
-                inductor={"coordinate_descent_tuning": True}),
-    ],
-    "session15": [
-        Variant("session12", narrow_taps="all", inductor={"coordinate_descent_tuning": True}),
-        Variant("guided-fp16", narrow_taps="all", inductor={"coordinate_descent_tuning": True},
-                guided_fp16=True),
-        Variant("net-session12", rule="sum", narrow_taps="all",
-                inductor={"coordinate_descent_tuning": True}),
-    ],
+    "session14": against_session12("activation-stats", activation_stats=True),
+    "session15": against_session12("guided-fp16", guided_fp16=True),
     # Triton convolution templates with fused epilogues; compiles for minutes: run on its own.
     "autotune": [Variant("current"), Variant("max-autotune", inductor={"max_autotune": True})],
 }
