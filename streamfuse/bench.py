@@ -23,7 +23,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -142,28 +142,45 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _seconds_of_one_call(call: Callable[[], object], device: torch.device) -> float:
+    """CUDA: device time between events (the call's kernels only); CPU: wall time."""
+    if device.type == "cuda":
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        call()
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end) / 1e3
+    tick = time.perf_counter()
+    call()
+    return time.perf_counter() - tick
+
+
 def time_calls(call: Callable[[], object], device: torch.device, warmup: int,
                min_iterations: int, seconds: float) -> np.ndarray:
     """Seconds per ``call()`` after ``warmup`` calls: at least ``min_iterations`` calls, more
-    while ``seconds`` last. CUDA: device time between events (the call's kernels only)."""
+    while ``seconds`` last (see :func:`_seconds_of_one_call`)."""
+    return time_interleaved([call], device, warmup, min_iterations, seconds)[:, 0]
+
+
+def time_interleaved(calls: Sequence[Callable[[], object]], device: torch.device, warmup: int,
+                     min_iterations: int, seconds: float) -> np.ndarray:
+    """``(rounds, len(calls))`` seconds: every round times each call once, in turn, after
+    ``warmup`` rounds; at least ``min_iterations`` rounds, more while ``seconds`` last.
+
+    On a host whose speed drifts (this project's 2-core CPU: 2x from minute to minute), calls
+    timed in separate blocks are compared across different conditions; within a round they
+    share them, so per-round ratios stay steady.
+    """
     for _ in range(warmup):
-        call()
+        for call in calls:
+            call()
     synchronize(device)
-    samples: list[float] = []
+    rounds: list[list[float]] = []
     started = time.perf_counter()
-    while len(samples) < min_iterations or time.perf_counter() - started < seconds:
-        if device.type == "cuda":
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            call()
-            end.record()
-            end.synchronize()
-            samples.append(begin.elapsed_time(end) / 1e3)
-        else:
-            tick = time.perf_counter()
-            call()
-            samples.append(time.perf_counter() - tick)
-    return np.asarray(samples)
+    while len(rounds) < min_iterations or time.perf_counter() - started < seconds:
+        rounds.append([_seconds_of_one_call(call, device) for call in calls])
+    return np.asarray(rounds)
 
 
 def measure_peak_gflops(device: torch.device, precision: str) -> float:
@@ -398,11 +415,20 @@ class Bench:
         result.achieved_gflops = gflop * result.timing.pairs_per_s
         self.peak(precision)
         if self.config.fusion_share and batch == self.config.batch_sizes[0] and self.config.rule != BASELINE_RULE:
-            network_fuser, _, _ = self._build(BASELINE_RULE, engine, precision, ir, vis)
-            network = self._time(network_fuser, ir, vis)
-            result.network_ms = network.mean_ms
-            result.fusion_ms = result.timing.mean_ms - network.mean_ms
-            result.fusion_share = result.fusion_ms / network.mean_ms
+            self._measure_fusion_share(result, fuser, ir, vis)
+
+    def _measure_fusion_share(self, result: Result, fuser: Fuser, ir: Tensor, vis: Tensor) -> None:
+        """The fusion layer's time against the network alone (the same engine with rule sum):
+        the two are timed in alternation and the share is the median of the rounds' ratios,
+        since timings taken minutes apart on a drifting host gave shares from 21 % to 81 %."""
+        network_fuser, _, _ = self._build(BASELINE_RULE, result.engine, result.precision, ir, vis)
+        rounds = time_interleaved(
+            [lambda: fuser.fuse_tensors(ir, vis), lambda: network_fuser.fuse_tensors(ir, vis)],
+            self.device, self.config.warmup, self.config.min_iterations, self.config.seconds)
+        full, network = rounds[:, 0], rounds[:, 1]
+        result.network_ms = float(np.median(network)) * 1e3
+        result.fusion_share = float(np.median(full / network)) - 1
+        result.fusion_ms = result.fusion_share * result.network_ms
 
     @staticmethod
     def describe(result: Result) -> str:

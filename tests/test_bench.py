@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from streamfuse.bench import conv_flops, parse_resolutions, time_calls
+from streamfuse.bench import conv_flops, parse_resolutions, time_calls, time_interleaved
 from streamfuse.checkpoint import save_checkpoint
 from streamfuse.cli import main
 from streamfuse.errors import StreamFuseError
@@ -36,6 +36,14 @@ def test_time_calls_takes_at_least_the_minimum_of_samples():
     calls = []
     seconds = time_calls(lambda: calls.append(1), torch.device("cpu"), warmup=2, min_iterations=4, seconds=0.0)
     assert seconds.shape == (4,) and len(calls) == 6 and (seconds >= 0).all()
+
+
+def test_time_interleaved_times_each_call_once_per_round_in_turn():
+    order = []
+    rounds = time_interleaved([lambda: order.append("full"), lambda: order.append("network")],
+                              torch.device("cpu"), warmup=1, min_iterations=3, seconds=0.0)
+    assert rounds.shape == (3, 2) and (rounds >= 0).all()
+    assert order == ["full", "network"] * 4  # one warm-up round, then three timed ones
 
 
 def test_bench_command_writes_json_and_table_with_speedups(tmp_path, capsys):
