@@ -1,14 +1,15 @@
-"""Why int8 is not the CPU default: OpenVINO int8 and bf16 against fp32 on inputs unlike the
-calibration samples.
+"""Where int8 (the OpenVINO CPU default) departs from fp32: OpenVINO int8 and bf16 against fp32
+on inputs unlike the calibration samples.
 
     python bench/int8_extremes.py [--data ../shared/data] [--out bench/results/int8-extremes.json]
 
 int8 clips each wide convolution's input to the range calibrated on ``samples/pairs`` (widened
 1.25x); bf16 has no such range. On real scenes both stay within the reduced-precision bound
-(mean 0.5, max 4 gray levels from fp32; ``bench/openvino_variants.py``). This feeds both engines
-frames a camera may still produce (sensor noise, inverted polarity, more contrast) and frames no
-camera pair should (a checkerboard against its inverse, black against white, text), compared
-as 8-bit images with the fp32 eager network, BatchNorm not folded.
+(mean 0.5, max 4 gray levels from fp32; ``bench/openvino_variants.py --accuracy-sets
+flir-test,tno,flir-train``). This feeds both engines frames a camera may still produce (sensor
+noise, inverted polarity, more contrast) and frames no camera pair should (a checkerboard
+against its inverse, black against white, text), compared as 8-bit images with the fp32 eager
+network, BatchNorm not folded.
 """
 
 from __future__ import annotations

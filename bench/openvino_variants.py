@@ -20,9 +20,10 @@ Variants:
 - ``denormals_flushed``, ``tbb_auto_partitioner``: OpenVINO CPU properties
   (``CPU_DENORMALS_OPTIMIZATION``, ``TBB_PARTITIONER``).
 - ``int8_convolutions``: the engine's ``int8`` precision (:mod:`streamfuse.engines.int8`):
-  the twelve convolutions that read 64-channel maps in int8 (AMX int8 has twice bf16's
+  the ten convolutions that read and write 64-channel maps in int8 (AMX int8 has twice bf16's
   rate), their input ranges calibrated on the repository's sample pairs as the engine does.
-  Judged on flir-test and TNO pairs, none of them among the samples.
+  Judged on flir-test and TNO pairs (``--accuracy-sets`` adds flir-train), none of them
+  among the samples.
 """
 
 from __future__ import annotations
@@ -136,11 +137,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     parser.add_argument("--accuracy-pairs", type=int, default=5, help="per data set")
+    parser.add_argument("--accuracy-sets", default="flir-test,tno",
+                        help="comma list of data sets under --data to judge accuracy on")
     parser.add_argument("--variants", help="comma list of variants to run besides shipped "
                         "(default all)")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench/results/openvino-variants.json"))
     args = parser.parse_args()
-    missing = [name for name in ("flir-test", "tno") if not (args.data / name).is_dir()]
+    accuracy_sets = args.accuracy_sets.split(",")
+    missing = [name for name in {"flir-test", *accuracy_sets} if not (args.data / name).is_dir()]
     if missing:
         sys.exit(f"openvino_variants: {args.data} lacks {', '.join(missing)}; "
                  "pass --data with the real pairs")
@@ -181,7 +185,7 @@ def main() -> None:
         return compiled(converted, args.threads, **properties)
 
     judged = {name: load_pairs(args.data / name, args.accuracy_pairs)
-              for name in ("flir-test", "tno")}
+              for name in accuracy_sets}
     reference = build_fuser(model, RULE, engine="eager", precision="fp32", device="cpu")
     accuracy = {name: {} for name in recipes}
     any_size = {name: build(name, static=False) for name in recipes}
@@ -199,7 +203,7 @@ def main() -> None:
 
     variants = {name: build(name, static=True) for name in recipes}
     pair = [cv2.resize(image[0, 0], (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)[None, None]
-            for image in judged["flir-test"][0]]
+            for image in load_pairs(args.data / "flir-test", 1)[0]]
     for request in variants.values():
         request(pair)
     seconds = {name: [] for name in variants}
@@ -234,7 +238,7 @@ def main() -> None:
         "int8_calibration": {"pairs": "samples/pairs (as the engine)",
                              "input_ranges": [[round(low, 3), round(high, 3)]
                                               for low, high in ranges]},
-        "accuracy_pairs": f"first {args.accuracy_pairs} of flir-test and of tno, own size",
+        "accuracy_pairs": f"first {args.accuracy_pairs} of {' and of '.join(accuracy_sets)}, own size",
         "variants": rows,
         "machine": machine,
     }

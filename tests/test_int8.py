@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from streamfuse.engines import create_fuser, resolve_precision
-from streamfuse.engines.int8 import (ACTIVATION_LEVELS, WEIGHT_LEVELS,
-                                     calibration_pairs, quantize_wide_convolutions,
-                                     zero_on_a_level)
+from streamfuse.engines import cpu_supports_bf16, create_fuser
+from streamfuse.engines import openvino_engine
+from streamfuse.engines.int8 import (ACTIVATION_LEVELS, WEIGHT_LEVELS, calibration_pairs,
+                                     input_ranges, quantize_wide_convolutions,
+                                     ranges_from_record, ranges_record, zero_on_a_level)
 from streamfuse.errors import StreamFuseError
 from streamfuse.fuser import Fuser, resolve_weights, to_uint8
 from streamfuse.checkpoint import load_checkpoint
@@ -106,7 +107,10 @@ def real_pairs() -> tuple[np.ndarray, np.ndarray]:
     return tuple(np.stack(images) for images in zip(*crops))
 
 
-def test_int8_matches_fp32_on_real_pairs_within_the_reduced_precision_bound(real_pairs, tmp_path):
+def test_int8_matches_fp32_on_real_pairs_within_the_reduced_precision_bound(real_pairs, tmp_path,
+                                                                          monkeypatch):
+    # Calibrate here rather than read the ranges shipped with the weights (tested below).
+    monkeypatch.setattr(openvino_engine, "SHIPPED_RANGES", tmp_path / "nothing-shipped")
     samples = [image for pair in calibration_pairs() for image in pair]
     for name, index in TEST_PAIRS:
         for image in read_pair(name, index):
@@ -121,9 +125,20 @@ def test_int8_matches_fp32_on_real_pairs_within_the_reduced_precision_bound(real
     assert reference.std() > 0.05
     assert levels.mean().item() <= 0.5
     assert levels.max().item() <= 4
+    # The ten 64 -> 64 convolutions run in int8; conv1 and conv7, which read or write the
+    # images themselves, do not.
+    runtime = fuser._compiled_for(tuple(ir.shape)).get_runtime_model()
+    convolutions = [(op.get_output_partial_shape(0)[1].get_length(),
+                     op.get_rt_info()["runtimePrecision"].astype(str))
+                    for op in runtime.get_ordered_ops()
+                    if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    assert sorted(channels for channels, precision in convolutions
+                  if precision in ("u8", "i8")) == [64] * 10, convolutions
+    assert [precision for channels, precision in convolutions if channels == 1] and all(
+        precision not in ("u8", "i8") for channels, precision in convolutions if channels == 1)
     # Not the bf16 graph under another name: int8 rounds differently.
-    bf16 = create_fuser(None, RULE, "openvino", "bf16" if resolve_precision(
-        "auto", "openvino", torch.device("cpu")) == "bf16" else "fp32", "cpu", cache_dir=tmp_path)
+    bf16 = create_fuser(None, RULE, "openvino", "bf16" if cpu_supports_bf16() else "fp32", "cpu",
+                        cache_dir=tmp_path)
     assert not torch.equal(fused, bf16.fuse_tensors(ir, vis))
     # The calibrated ranges are saved, and a second engine reads them instead of measuring.
     # (Its network comes from OpenVINO's blob cache, which rounds a little differently from a
@@ -134,6 +149,25 @@ def test_int8_matches_fp32_on_real_pairs_within_the_reduced_precision_bound(real
     again = create_fuser(None, RULE, "openvino", "int8", "cpu", cache_dir=tmp_path)
     assert (to_uint8(again.fuse_tensors(ir, vis)).int() - to_uint8(fused).int()).abs().max() <= 1
     assert saved[0].stat().st_mtime_ns == stamp
+
+
+def test_the_shipped_ranges_are_found_and_equal_a_fresh_calibration(tmp_path):
+    import openvino as ov
+
+    fuser = create_fuser(None, RULE, "openvino", "int8", "cpu", cache_dir=tmp_path)
+    shipped = fuser._calibrated_ranges()
+    assert not list((tmp_path / "openvino").glob("int8-ranges-*")), (
+        "no shipped int8 ranges match the shipped weights: copy the int8-ranges-*.json the "
+        "engine writes into its cache folder to models/ (and delete the stale one)")
+    model = fuser._model_for_batch(1)
+    measured = input_ranges(ov.Core(), model, calibration_pairs())
+    np.testing.assert_allclose(shipped, measured, rtol=1e-5, atol=1e-6)
+    # A record of another conversion (other convolution names) is not used.
+    record = ranges_record(model, measured)
+    assert ranges_from_record(model, record) == [tuple(pair) for pair in measured]
+    record[3]["convolution"] = "convolution_99"
+    assert ranges_from_record(model, record) is None
+    assert ranges_from_record(model, record[:-1]) is None
 
 
 def test_int8_is_refused_by_other_engines_and_without_calibration_pairs(tmp_path):

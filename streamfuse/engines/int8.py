@@ -1,18 +1,22 @@
 """int8 convolutions for the OpenVINO engine: FakeQuantize on the wide convolutions of a
 converted FusionNet, with input ranges measured on real pairs.
 
-The twelve convolutions that read 64-channel maps (all but the two conv1s) carry almost all of
-the network's 243 GFLOP per 640x512 pair. Each gets a FakeQuantize on its input (per tensor,
-256 levels over the range the input took on calibration pairs, widened by ``RANGE_MARGIN``,
-zero exactly on a level) and on its weights (per output channel, symmetric, 255 levels);
-OpenVINO's low-precision transformations then run them as int8 convolutions (AMX/VNNI), and
-everything else stays in the engine's float precision. conv1 (one input channel) is left
-alone: it is 0.3 % of the work.
+The ten convolutions that read and write 64-channel maps (conv2-conv4 of each camera's encoder,
+conv5 and conv6 of the decoder, each of these two split in halves by the graph rewrites) carry
+almost all of the network's 243 GFLOP per 640x512 pair. Each gets a FakeQuantize on its input
+(per tensor, 256 levels over the range the input took on calibration pairs, widened by
+``RANGE_MARGIN``, zero exactly on a level) and on its weights (per output channel, symmetric,
+255 levels); OpenVINO's low-precision transformations then run them as int8 convolutions
+(AMX/VNNI), and everything else stays in the engine's float precision. conv1 (one input
+channel) and conv7 (one output channel, the fused image itself) are left alone: together under
+1 % of the work. Quantizing conv7's input as well had put the whole int8 rounding straight into
+the output: on uniform noise it reached 6 gray levels from fp32 where it now stays within 3, and
+real pairs' mean error was 10-20 % higher (``bench/int8_extremes.py``).
 
 The ranges are calibrated once per network, on the repository's sample pairs (real FLIR and TNO
 frames), and saved beside the converted model. A map that leaves the calibrated range is clipped
 to it, so the output is checked against fp32 on real pairs like the other reduced precisions
-(``tests/test_int8.py``; ``bench/openvino_variants.py`` on flir-test and TNO, and
+(``tests/test_int8.py``; ``bench/openvino_variants.py`` on flir-test, TNO and flir-train, and
 ``bench/int8_extremes.py`` on inputs unlike them).
 """
 
@@ -30,6 +34,11 @@ CALIBRATION_PAIRS = REPO_ROOT / "samples" / "pairs"
 ACTIVATION_LEVELS = 256
 WEIGHT_LEVELS = 255  # symmetric: -127..127 steps, zero exact
 WIDE_CHANNELS = 64
+# Part of the key of saved ranges: which convolutions get one (2: conv7 no longer does).
+RANGES_FORMAT = 2
+# Ranges of the shipped weights ship beside them, so that a first start does not spend ~8 s
+# calibrating; a file there is used only when its key and convolution names match.
+SHIPPED_RANGES = REPO_ROOT / "models"
 # The calibrated ranges are widened by this factor: four sample pairs do not see every scene's
 # extremes, and a clipped map costs more than a coarser step. On the first 40 pairs of
 # flir-test and of TNO (bench/openvino_variants.py): 1.0 left 2 TNO pairs 6 gray levels from
@@ -39,9 +48,11 @@ RANGE_MARGIN = 1.25
 
 
 def wide_convolutions(model) -> list:
-    """The Convolution nodes of an OpenVINO ``model`` reading at least 64 channels, in order."""
+    """The Convolution nodes of an OpenVINO ``model`` reading and writing at least 64
+    channels, in order."""
     return [node for node in model.get_ordered_ops() if node.get_type_name() == "Convolution"
-            and node.input(1).get_partial_shape()[1].get_length() >= WIDE_CHANNELS]
+            and min(node.input(1).get_partial_shape()[0].get_length(),
+                    node.input(1).get_partial_shape()[1].get_length()) >= WIDE_CHANNELS]
 
 
 def calibration_pairs(folder: Path = CALIBRATION_PAIRS) -> list[list[np.ndarray]]:
@@ -84,6 +95,26 @@ def input_ranges(core, model, pairs: list[list[np.ndarray]]) -> list[tuple[float
             low[index] = min(low[index], float(values.min()))
             high[index] = max(high[index], float(values.max()))
     return [(float(a), float(b)) for a, b in zip(low, high)]
+
+
+def ranges_record(model, ranges: list[tuple[float, float]]) -> list[dict]:
+    """``ranges`` as saved: each with the name of the convolution of ``model`` it belongs to."""
+    names = [node.get_friendly_name() for node in wide_convolutions(model)]
+    if len(names) != len(ranges):
+        raise ValueError(f"{len(ranges)} ranges for {len(names)} wide convolutions")
+    return [{"convolution": name, "low": low, "high": high}
+            for name, (low, high) in zip(names, ranges)]
+
+
+def ranges_from_record(model, record: list[dict]) -> list[tuple[float, float]] | None:
+    """The ranges of a saved ``record`` in the order of ``model``'s wide convolutions, or None
+    when the record names other convolutions (another conversion of the network)."""
+    names = [node.get_friendly_name() for node in wide_convolutions(model)]
+    if not isinstance(record, list) or [
+            entry.get("convolution") if isinstance(entry, dict) else None
+            for entry in record] != names:
+        return None
+    return [(float(entry["low"]), float(entry["high"])) for entry in record]
 
 
 def zero_on_a_level(low: float, high: float, levels: int = ACTIVATION_LEVELS) -> tuple[float, float]:

@@ -8,8 +8,8 @@ plan memory and pick kernels once); compiled models are kept per shape, and Open
 ``CACHE_DIR`` keeps the compiled blobs on disk.
 
 bf16 is OpenVINO's inference-precision hint, honoured on CPUs with AVX512-BF16 or AMX: the
-plugin runs convolutions and element-wise work in bf16. int8 runs the twelve convolutions that
-read 64-channel maps in int8 (see :mod:`streamfuse.engines.int8`; ranges calibrated once per
+plugin runs convolutions and element-wise work in bf16. int8 runs the ten convolutions that
+read and write 64-channel maps in int8 (see :mod:`streamfuse.engines.int8`; ranges calibrated once per
 network on the sample pairs and saved in the cache folder), the rest in bf16 where the CPU has
 it.
 """
@@ -25,8 +25,9 @@ from torch import Tensor
 
 from streamfuse.engines import cpu_supports_bf16
 from streamfuse.engines.cache import ShapeCache, cache_root, network_digest
-from streamfuse.engines.int8 import (CALIBRATION_PAIRS, calibration_pairs, input_ranges,
-                                     quantize_wide_convolutions)
+from streamfuse.engines.int8 import (CALIBRATION_PAIRS, RANGES_FORMAT, SHIPPED_RANGES,
+                                     calibration_pairs, input_ranges, quantize_wide_convolutions,
+                                     ranges_from_record, ranges_record)
 from streamfuse.errors import StreamFuseError
 from streamfuse.engines.optimize import rewrite_for_graph_compiler
 from streamfuse.fuser import Fuser
@@ -104,20 +105,26 @@ class OpenVINOFuser(Fuser):
 
     def _calibrated_ranges(self) -> list[tuple[float, float]]:
         """The int8 input ranges of the wide convolutions, measured once per network and
-        calibration set (see :mod:`streamfuse.engines.int8`), from disk when cached."""
+        calibration set (see :mod:`streamfuse.engines.int8`): from this engine's cache, else
+        from the copy shipped with the weights, else measured and cached."""
         if self._int8_ranges is None:
             files = sorted((p.relative_to(CALIBRATION_PAIRS).as_posix(), p.stat().st_size)
                            for p in CALIBRATION_PAIRS.rglob("*") if p.is_file())
-            key = network_digest(self.net, "int8-ranges", files, ov.get_version())
-            path = self._cache / f"int8-ranges-{key}.json"
-            if path.is_file():
-                ranges = json.loads(path.read_text())
-            else:
-                ranges = input_ranges(self._core, self._model_for_batch(1), calibration_pairs())
+            # No OpenVINO version in the key: the ranges come from an fp32 run, and a
+            # conversion that names its convolutions differently is caught by the names.
+            name = f"int8-ranges-{network_digest(self.net, 'int8-ranges', RANGES_FORMAT, files)}.json"
+            model = self._model_for_batch(1)
+            ranges = None
+            for path in (self._cache / name, SHIPPED_RANGES / name):
+                if ranges is None and path.is_file():
+                    ranges = ranges_from_record(model, json.loads(path.read_text()))
+            if ranges is None:
+                ranges = input_ranges(self._core, model, calibration_pairs())
+                path = self._cache / name
                 partial = path.with_suffix(".partial")
-                partial.write_text(json.dumps(ranges))
+                partial.write_text(json.dumps(ranges_record(model, ranges), indent=1))
                 partial.replace(path)
-            self._int8_ranges = [(float(low), float(high)) for low, high in ranges]
+            self._int8_ranges = ranges
         return self._int8_ranges
 
     def _compiled_for(self, shape: tuple[int, ...]) -> "ov.CompiledModel":
