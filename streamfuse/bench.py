@@ -55,7 +55,7 @@ class BenchConfig:
 
     resolutions: tuple[tuple[int, int], ...] = ((640, 512), (1280, 1024))
     engines: tuple[str, ...] = ("eager", "compile", "openvino")
-    precisions: tuple[str, ...] = ("fp32", "bf16")
+    precisions: tuple[str, ...] = ("fp32", "bf16", "int8")
     batch_sizes: tuple[int, ...] = (1,)
     rule: str = FusionConfig.rule
     device: str = "cpu"

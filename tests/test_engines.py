@@ -204,6 +204,10 @@ def test_frames_of_another_depth_fail_with_one_line(weights):
     assert "\n" not in str(error.value)
 
 
-def test_auto_precision_follows_the_device():
+def test_auto_precision_follows_the_device_and_engine():
     cpu = resolve_precision("auto", "eager", torch.device("cpu"))
     assert cpu == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert resolve_precision("auto", "compile", torch.device("cpu")) == cpu
+    # OpenVINO's default is int8 where the CPU has native bf16 (and so int8 dot products).
+    openvino = resolve_precision("auto", "openvino", torch.device("cpu"))
+    assert openvino == ("int8" if cpu_supports_bf16() else "fp32")

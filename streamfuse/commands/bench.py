@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--resolutions", default="640x512,1280x1024", help="WIDTHxHEIGHT list (default 640x512,1280x1024)")
     parser.add_argument("--engines", help="comma list of " + ", ".join(ENGINES) + " (default: those installed for the device)")
-    parser.add_argument("--precisions", help="comma list of fp32, bf16, fp16, int8 (openvino) (default fp32,bf16 on CPU, "
+    parser.add_argument("--precisions", help="comma list of fp32, bf16, fp16, int8 (openvino) (default fp32,bf16,int8 on CPU, "
                         "fp32,fp16 on CUDA)")
     parser.add_argument("--batch-sizes", default="1", help="comma list of pairs per call (default 1)")
     parser.add_argument("--rule", default=FusionConfig.rule, help=f"fusion rule (default {FusionConfig.rule})")
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(
         resolutions=parse_resolutions(args.resolutions),
         engines=parse_names(args.engines or default_engines(args.device), ENGINES, "--engines"),
-        precisions=parse_names(args.precisions or ("fp32,fp16" if on_cuda else "fp32,bf16"), PRECISIONS, "--precisions"),
+        precisions=parse_names(args.precisions or ("fp32,fp16" if on_cuda else "fp32,bf16,int8"), PRECISIONS, "--precisions"),
         batch_sizes=parse_batch_sizes(args.batch_sizes),
         rule=FusionConfig(rule=args.rule).rule,
         device=args.device,

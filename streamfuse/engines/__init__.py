@@ -112,12 +112,17 @@ def check_engine_runs(engine: str, device: torch.device) -> None:
 
 
 def resolve_precision(precision: str, engine: str, device: torch.device) -> str:
-    """``auto`` -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; other names are
+    """``auto`` -> fp16 on CUDA; on CPUs with native bf16, int8 for the openvino engine (the
+    fastest that stays within the reduced-precision bound on real pairs; see
+    :mod:`streamfuse.engines.int8`) and bf16 for the others; fp32 elsewhere. Other names are
     checked against what ``engine`` can run on ``device``."""
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"
-        return "bf16" if cpu_supports_bf16() else "fp32"
+        if not cpu_supports_bf16():
+            return "fp32"
+        # Every CPU with AVX512-BF16 or AMX also has int8 dot products (VNNI, AMX-INT8).
+        return "int8" if engine == "openvino" else "bf16"
     if precision not in PRECISIONS:
         raise StreamFuseError(f"precision {precision!r} is unknown; use auto or one of {', '.join(PRECISIONS)}")
     if device.type == "cpu" and precision == "fp16":
