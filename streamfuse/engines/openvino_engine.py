@@ -8,10 +8,10 @@ plan memory and pick kernels once); compiled models are kept per shape, and Open
 ``CACHE_DIR`` keeps the compiled blobs on disk.
 
 bf16 is OpenVINO's inference-precision hint, honoured on CPUs with AVX512-BF16 or AMX: the
-plugin runs convolutions and element-wise work in bf16. int8 runs the ten convolutions that
-read and write 64-channel maps in int8 (see :mod:`streamfuse.engines.int8`; ranges calibrated once per
-network on the sample pairs and saved in the cache folder), the rest in bf16 where the CPU has
-it.
+plugin runs convolutions and element-wise work in bf16. int8 (the default where the CPU has
+bf16) runs the ten convolutions that read and write 64-channel maps in int8 (see
+:mod:`streamfuse.engines.int8`; ranges calibrated once per network on the sample pairs, shipped
+for the shipped weights, else saved in the cache folder), the rest in bf16 where the CPU has it.
 """
 
 from __future__ import annotations
