@@ -6,6 +6,9 @@ baseline a user of the authors' code gets, measured in the same run on the same 
 at a time, fp32 eager PyTorch, BatchNorm not folded, fusion rule ``sum``. The baseline is timed
 before and after the engines and its calls pooled, so a change of the machine's load during the
 run (the cores may be shared) is visible (``baseline_drift``) and does not land on one side only.
+Each configuration is also timed in alternation with the baseline, call by call
+(``speedup_interleaved``, the median of the rounds' ratios): on a host whose speed drifts from
+minute to minute, that ratio does not depend on which minute each block fell in.
 
 Also reported: FLOPs per pair (the convolutions, counted analytically; the fusion layer's
 element-wise work is not counted), the fraction of the device's peak those FLOPs reach (peak =
@@ -17,6 +20,7 @@ time, the difference to the full rule the fusion layer's.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
@@ -63,6 +67,7 @@ class BenchConfig:
     min_iterations: int = 5
     seconds: float = 10.0
     fusion_share: bool = True
+    interleaved_speedup: bool = True
     cache_dir: str | None = None
 
 
@@ -100,6 +105,7 @@ class Result:
     build_s: float | None = None
     timing: Timing | None = None
     speedup: float | None = None
+    speedup_interleaved: float | None = None
     achieved_gflops: float | None = None
     fraction_of_peak: float | None = None
     gray_diff_mean: float | None = None
@@ -161,6 +167,12 @@ def time_calls(call: Callable[[], object], device: torch.device, warmup: int,
     """Seconds per ``call()`` after ``warmup`` calls: at least ``min_iterations`` calls, more
     while ``seconds`` last (see :func:`_seconds_of_one_call`)."""
     return time_interleaved([call], device, warmup, min_iterations, seconds)[:, 0]
+
+
+def median_speedup(rounds: np.ndarray, batch: int) -> float:
+    """Median over rounds of ``(baseline seconds per pair) / (engine seconds per pair)``, from
+    :func:`time_interleaved` rounds of ``[engine call of batch pairs, baseline call of 1 pair]``."""
+    return float(np.median(rounds[:, 1] * batch / rounds[:, 0]))
 
 
 def time_interleaved(calls: Sequence[Callable[[], object]], device: torch.device, warmup: int,
@@ -320,15 +332,21 @@ class Bench:
         return time_calls(lambda: fuser.fuse_tensors(ir, vis), self.device, self.config.warmup,
                           self.config.min_iterations, self.config.seconds)
 
-    def _time_baseline(self, fuser: Fuser, ir: Tensor, vis: Tensor) -> np.ndarray:
-        # The authors' code runs with PyTorch's defaults: no cuDNN algorithm search, which our
-        # engines switch on for CUDA (a process-wide flag, so it is pinned here).
+    @staticmethod
+    @contextlib.contextmanager
+    def _baseline_settings():
+        """The authors' code runs with PyTorch's defaults: no cuDNN algorithm search, which our
+        engines switch on for CUDA (a process-wide flag, so it is pinned here)."""
         search = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False
         try:
-            return self._time_seconds(fuser, ir, vis)
+            yield
         finally:
             torch.backends.cudnn.benchmark = search
+
+    def _time_baseline(self, fuser: Fuser, ir: Tensor, vis: Tensor) -> np.ndarray:
+        with self._baseline_settings():
+            return self._time_seconds(fuser, ir, vis)
 
     def _time(self, fuser: Fuser, ir: Tensor, vis: Tensor) -> Timing:
         return Timing.from_seconds(self._time_seconds(fuser, ir, vis), ir.shape[0])
@@ -360,8 +378,11 @@ class Bench:
         report = ResolutionReport(name, gflop, baseline, baseline_before=baseline)
         reference = Fuser(self.model, self.config.rule, self.device, fold_bn=False).fuse_tensors(one_ir, one_vis)
         results = [Result(name, e, p, b) for e, p, b in self.planned()]
+        def baseline_call() -> Tensor:
+            with self._baseline_settings():
+                return baseline_fuser.fuse_tensors(one_ir, one_vis)
         for result in results:
-            self._run_one(result, one_ir, one_vis, reference, gflop)
+            self._run_one(result, one_ir, one_vis, reference, gflop, baseline_call)
         after = self._time_baseline(baseline_fuser, one_ir, one_vis)
         report.baseline_after = Timing.from_seconds(after, 1)
         report.baseline = Timing.from_seconds(np.concatenate([before, after]), 1)
@@ -376,14 +397,14 @@ class Bench:
         return report
 
     def _run_one(self, result: Result, one_ir: Tensor, one_vis: Tensor, reference: Tensor,
-                 gflop: float) -> None:
+                 gflop: float, baseline_call: Callable[[], object]) -> None:
         """Measures ``result``'s configuration into it (or records why it was skipped)."""
         reason = self.skip_reason(result.engine, result.precision)
         if reason is not None:
             result.status = f"skipped: {reason}"
         else:
             try:
-                self._measure(result, one_ir, one_vis, reference, gflop)
+                self._measure(result, one_ir, one_vis, reference, gflop, baseline_call)
             except (RuntimeError, StreamFuseError) as error:
                 result.status = f"failed: {str(error).strip().splitlines()[0][:300]}"
             finally:
@@ -401,7 +422,7 @@ class Bench:
             torch.cuda.empty_cache()
 
     def _measure(self, result: Result, one_ir: Tensor, one_vis: Tensor, reference: Tensor,
-                 gflop: float) -> None:
+                 gflop: float, baseline_call: Callable[[], object]) -> None:
         engine, precision, batch = result.engine, result.precision, result.batch
         ir, vis = one_ir.expand(batch, -1, -1, -1).contiguous(), one_vis.expand(batch, -1, -1, -1).contiguous()
         fuser, result.build_s, fused = self._build(self.config.rule, engine, precision, ir, vis)
@@ -416,6 +437,12 @@ class Bench:
         self.peak(precision)
         if self.config.fusion_share and batch == self.config.batch_sizes[0] and self.config.rule != BASELINE_RULE:
             self._measure_fusion_share(result, fuser, ir, vis)
+        if self.config.interleaved_speedup:
+            # The block speedup compares the engine with a baseline timed minutes away; on a
+            # host whose speed drifts, alternating the two calls is the steadier ratio.
+            rounds = time_interleaved([lambda: fuser.fuse_tensors(ir, vis), baseline_call],
+                                      self.device, 0, self.config.min_iterations, 0.0)
+            result.speedup_interleaved = median_speedup(rounds, batch)
 
     def _measure_fusion_share(self, result: Result, fuser: Fuser, ir: Tensor, vis: Tensor) -> None:
         """The fusion layer's time against the network alone (the same engine with rule sum):
@@ -480,7 +507,7 @@ def format_table(bench: dict) -> str:
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in bench["peak_gflops"].items())
     unit = "GFLOP/s (int8: GOP/s)" if "int8" in bench["peak_gflops"] else "GFLOP/s"
     lines.append(f"peak matmul {unit}: {peaks}; rule {bench['config']['rule']}")
-    header = (f"{'engine':<9} {'prec':<5} {'batch':>5} {'pairs/s':>8} {'speedup':>8} {'p50 ms':>8} "
+    header = (f"{'engine':<9} {'prec':<5} {'batch':>5} {'pairs/s':>8} {'speedup':>8} {'alt.':>6} {'p50 ms':>8} "
               f"{'p99 ms':>8} {'%peak':>6} {'diff mean/max':>14} {'fusion %net':>11} {'build s':>8}")
     for report in bench["resolutions"]:
         base = report["baseline"]
@@ -488,7 +515,8 @@ def format_table(bench: dict) -> str:
         lines.append(f"{report['resolution']}: {report['gflop_per_pair']:.0f} GFLOP/pair; baseline "
                      f"(fp32 eager, BN unfolded, rule sum, 1 pair) {base['pairs_per_s']:.3f} pairs/s, "
                      f"p50 {base['p50_ms']:.0f} ms, p99 {base['p99_ms']:.0f} ms ({base['calls']} calls; "
-                     f"timed before and after the engines, after/before {report['baseline_drift']:.2f})")
+                     f"timed before and after the engines, after/before {report['baseline_drift']:.2f}; "
+                     f"alt.: the speedup with engine and baseline called in alternation, median of rounds)")
         lines.append(header)
         for r in report["results"]:
             t = r["timing"]
@@ -496,9 +524,10 @@ def format_table(bench: dict) -> str:
                 lines.append(f"{r['engine']:<9} {r['precision']:<5} {r['batch']:>5} {r['status']}")
                 continue
             share = "" if r["fusion_share"] is None else f"{100 * r['fusion_share']:.0f}%"
+            alternating = "" if r.get("speedup_interleaved") is None else f"{r['speedup_interleaved']:.1f}x"
             lines.append(
                 f"{r['engine']:<9} {r['precision']:<5} {r['batch']:>5} {t['pairs_per_s']:>8.2f} "
-                f"{r['speedup']:>7.1f}x {t['p50_ms']:>8.0f} {t['p99_ms']:>8.0f} "
+                f"{r['speedup']:>7.1f}x {alternating:>6} {t['p50_ms']:>8.0f} {t['p99_ms']:>8.0f} "
                 f"{100 * r['fraction_of_peak']:>5.0f}% {r['gray_diff_mean']:>7.2f}/{r['gray_diff_max']:<6.0f} "
                 f"{share:>11} {r['build_s']:>8.1f}"
             )

@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from streamfuse.bench import conv_flops, parse_resolutions, time_calls, time_interleaved
+from streamfuse.bench import (conv_flops, median_speedup, parse_resolutions, time_calls,
+                              time_interleaved)
 from streamfuse.checkpoint import save_checkpoint
 from streamfuse.cli import main
 from streamfuse.errors import StreamFuseError
@@ -77,10 +78,20 @@ def test_bench_command_writes_json_and_table_with_speedups(tmp_path, capsys):
         # fp32 eager with folded BatchNorm is the reference up to float rounding.
         assert result["gray_diff_max"] <= 1
         assert result["repeatable"] is True  # the call after timing gave the first call's pixels
+        assert result["speedup_interleaved"] > 0
     shared = by_config[("fp32", 1)]
     assert shared["network_ms"] > 0 and shared["fusion_share"] == pytest.approx(
         shared["fusion_ms"] / shared["network_ms"])
     assert "baseline" in capsys.readouterr().out
+
+
+def test_median_speedup_is_the_median_of_per_round_ratios_per_pair():
+    # Rounds of [engine call of 2 pairs, baseline call of 1 pair]: the host slows 3x in round 2,
+    # for both calls alike, and round 3 has an outlier engine call.
+    rounds = np.array([[0.2, 1.0], [0.6, 3.0], [1.0, 1.0]])
+    assert median_speedup(rounds, batch=2) == pytest.approx(10.0)
+    assert median_speedup(rounds, batch=1) == pytest.approx(5.0)
+    # Pooled, as block timings are, the same calls say 2.8x (3 pairs in 1.8 s against 3 in 5 s).
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
