@@ -5,6 +5,7 @@ that are not among the calibration samples (mean 0.5 and max 4 gray levels, as b
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -149,14 +150,24 @@ def test_int8_matches_fp32_on_real_pairs_within_the_reduced_precision_bound(real
     again = create_fuser(None, RULE, "openvino", "int8", "cpu", cache_dir=tmp_path)
     assert (to_uint8(again.fuse_tensors(ir, vis)).int() - to_uint8(fused).int()).abs().max() <= 1
     assert saved[0].stat().st_mtime_ns == stamp
+    # A damaged saved file is measured again and replaced.
+    saved[0].write_text("not json")
+    third = create_fuser(None, RULE, "openvino", "int8", "cpu", cache_dir=tmp_path)
+    # (Measured again, they may differ in float rounding: OpenVINO's compiled blob cache.)
+    np.testing.assert_allclose(third._calibrated_ranges(), fuser._calibrated_ranges(), rtol=1e-5)
+    assert json.loads(saved[0].read_text())[0]["convolution"]
 
 
 def test_the_shipped_ranges_are_found_and_equal_a_fresh_calibration(tmp_path):
     import openvino as ov
 
     fuser = create_fuser(None, RULE, "openvino", "int8", "cpu", cache_dir=tmp_path)
+    # A damaged file in the cache is passed over, not trusted and not a crash.
+    damaged = tmp_path / "openvino" / fuser._ranges_file_name()
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_text('[{"convolution": ')
     shipped = fuser._calibrated_ranges()
-    assert not list((tmp_path / "openvino").glob("int8-ranges-*")), (
+    assert damaged.read_text() == '[{"convolution": ', (
         "no shipped int8 ranges match the shipped weights: copy the int8-ranges-*.json the "
         "engine writes into its cache folder to models/ (and delete the stale one)")
     model = fuser._model_for_batch(1)

@@ -22,6 +22,7 @@ to it, so the output is checked against fp32 on real pairs like the other reduce
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -106,15 +107,26 @@ def ranges_record(model, ranges: list[tuple[float, float]]) -> list[dict]:
             for name, (low, high) in zip(names, ranges)]
 
 
-def ranges_from_record(model, record: list[dict]) -> list[tuple[float, float]] | None:
+def ranges_from_record(model, record: object) -> list[tuple[float, float]] | None:
     """The ranges of a saved ``record`` in the order of ``model``'s wide convolutions, or None
-    when the record names other convolutions (another conversion of the network)."""
+    when it names other convolutions (another conversion of the network) or is not a record."""
     names = [node.get_friendly_name() for node in wide_convolutions(model)]
-    if not isinstance(record, list) or [
-            entry.get("convolution") if isinstance(entry, dict) else None
-            for entry in record] != names:
+    if not isinstance(record, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("low"), (int, float))
+            and isinstance(entry.get("high"), (int, float)) for entry in record):
+        return None
+    if [entry.get("convolution") for entry in record] != names:
         return None
     return [(float(entry["low"]), float(entry["high"])) for entry in record]
+
+
+def read_ranges(model, path: Path) -> list[tuple[float, float]] | None:
+    """:func:`ranges_from_record` of the JSON file ``path``; None when it is missing or
+    unreadable (a damaged file is calibrated again, not trusted)."""
+    try:
+        return ranges_from_record(model, json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def zero_on_a_level(low: float, high: float, levels: int = ACTIVATION_LEVELS) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from streamfuse.engines import cpu_supports_bf16
 from streamfuse.engines.cache import ShapeCache, cache_root, network_digest
 from streamfuse.engines.int8 import (CALIBRATION_PAIRS, RANGES_FORMAT, SHIPPED_RANGES,
                                      calibration_pairs, input_ranges, quantize_wide_convolutions,
-                                     ranges_from_record, ranges_record)
+                                     ranges_record, read_ranges)
 from streamfuse.errors import StreamFuseError
 from streamfuse.engines.optimize import rewrite_for_graph_compiler
 from streamfuse.fuser import Fuser
@@ -103,21 +103,25 @@ class OpenVINOFuser(Fuser):
             return "bf16" if cpu_supports_bf16() else "f32"
         return INFERENCE_PRECISION[self.precision]
 
+    def _ranges_file_name(self) -> str:
+        """The file name of this network's int8 ranges, in the cache and among shipped ones."""
+        files = sorted((p.relative_to(CALIBRATION_PAIRS).as_posix(), p.stat().st_size)
+                       for p in CALIBRATION_PAIRS.rglob("*") if p.is_file())
+        # No OpenVINO version in the key: the ranges come from an fp32 run, and a conversion
+        # that names its convolutions differently is caught by the names.
+        return f"int8-ranges-{network_digest(self.net, 'int8-ranges', RANGES_FORMAT, files)}.json"
+
     def _calibrated_ranges(self) -> list[tuple[float, float]]:
         """The int8 input ranges of the wide convolutions, measured once per network and
         calibration set (see :mod:`streamfuse.engines.int8`): from this engine's cache, else
         from the copy shipped with the weights, else measured and cached."""
         if self._int8_ranges is None:
-            files = sorted((p.relative_to(CALIBRATION_PAIRS).as_posix(), p.stat().st_size)
-                           for p in CALIBRATION_PAIRS.rglob("*") if p.is_file())
-            # No OpenVINO version in the key: the ranges come from an fp32 run, and a
-            # conversion that names its convolutions differently is caught by the names.
-            name = f"int8-ranges-{network_digest(self.net, 'int8-ranges', RANGES_FORMAT, files)}.json"
+            name = self._ranges_file_name()
             model = self._model_for_batch(1)
             ranges = None
             for path in (self._cache / name, SHIPPED_RANGES / name):
-                if ranges is None and path.is_file():
-                    ranges = ranges_from_record(model, json.loads(path.read_text()))
+                if ranges is None:
+                    ranges = read_ranges(model, path)
             if ranges is None:
                 ranges = input_ranges(self._core, model, calibration_pairs())
                 path = self._cache / name
