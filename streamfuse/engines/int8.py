@@ -129,6 +129,14 @@ def read_ranges(model, path: Path) -> list[tuple[float, float]] | None:
         return None
 
 
+def write_ranges(model, ranges: list[tuple[float, float]], path: Path) -> None:
+    """Saves :func:`ranges_record` to ``path``, whole or not at all (a temporary file first, so
+    a half-written file is never read back)."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(ranges_record(model, ranges), indent=1))
+    partial.replace(path)
+
+
 def zero_on_a_level(low: float, high: float, levels: int = ACTIVATION_LEVELS) -> tuple[float, float]:
     """A quantization range covering ``[min(low, 0), high]`` with 0 exactly on one of its
     ``levels`` levels (the step kept): the maps are full of exact zeros (zero padding, the

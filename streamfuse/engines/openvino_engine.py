@@ -16,7 +16,6 @@ for the shipped weights, else saved in the cache folder), the rest in bf16 where
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from streamfuse.engines import cpu_supports_bf16
 from streamfuse.engines.cache import ShapeCache, cache_root, network_digest
 from streamfuse.engines.int8 import (CALIBRATION_PAIRS, RANGES_FORMAT, SHIPPED_RANGES,
                                      calibration_pairs, input_ranges, quantize_wide_convolutions,
-                                     ranges_record, read_ranges)
+                                     read_ranges, write_ranges)
 from streamfuse.errors import StreamFuseError
 from streamfuse.engines.optimize import rewrite_for_graph_compiler
 from streamfuse.fuser import Fuser
@@ -118,16 +117,13 @@ class OpenVINOFuser(Fuser):
         if self._int8_ranges is None:
             name = self._ranges_file_name()
             model = self._model_for_batch(1)
-            ranges = None
-            for path in (self._cache / name, SHIPPED_RANGES / name):
-                if ranges is None:
-                    ranges = read_ranges(model, path)
+            cached, shipped = self._cache / name, SHIPPED_RANGES / name
+            ranges = read_ranges(model, cached)
+            if ranges is None:
+                ranges = read_ranges(model, shipped)
             if ranges is None:
                 ranges = input_ranges(self._core, model, calibration_pairs())
-                path = self._cache / name
-                partial = path.with_suffix(".partial")
-                partial.write_text(json.dumps(ranges_record(model, ranges), indent=1))
-                partial.replace(path)
+                write_ranges(model, ranges, cached)
             self._int8_ranges = ranges
         return self._int8_ranges
 
