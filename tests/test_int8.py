@@ -58,14 +58,19 @@ def conv3x3(image: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndar
     return out
 
 
-def test_quantized_convolution_matches_a_float64_reference_and_runs_in_int8():
+@pytest.mark.parametrize("activation", ["prelu", "tanh"])
+def test_quantized_convolution_matches_a_float64_reference_and_runs_in_int8(activation):
     import openvino as ov
     import openvino.opset13 as ops
 
     rng = np.random.default_rng(7)
-    # A PReLU-like map (mostly positive, a negative tail, some exact zeros) and trained-like
-    # weights; 64 channels in, 64 out, as the network's wide convolutions.
-    image = rng.gamma(1.5, 1.0, size=(1, 64, 24, 40)) - 0.3
+    # A PReLU-like map (mostly positive, a negative tail: a lopsided range, quantized shifted)
+    # or a tanh map (a range symmetric about 0: signed int8 as it is), some exact zeros, and
+    # trained-like weights; 64 channels in, 64 out, as the network's wide convolutions.
+    if activation == "prelu":
+        image = rng.gamma(1.5, 1.0, size=(1, 64, 24, 40)) - 0.3
+    else:
+        image = np.tanh(rng.normal(0, 1, size=(1, 64, 24, 40)))
     image[:, :, ::7] = 0.0
     weights = rng.normal(0, 0.05, size=(64, 64, 3, 3))
     bias = rng.normal(0, 0.1, size=64)
@@ -75,11 +80,19 @@ def test_quantized_convolution_matches_a_float64_reference_and_runs_in_int8():
     output = ops.add(convolution, ops.constant(bias.astype(np.float32).reshape(1, -1, 1, 1)))
     model = ov.Model([output], [parameter])
     low, high = float(image.min()), float(np.percentile(image, 99.5))  # some values clip
+    if activation == "tanh":
+        low = -high * 128 / 127
+    # Keep values clear of the rounding boundaries between levels: within float32 rounding of
+    # one, the graph's float32 arithmetic may round either way (one value of these 61,440 lay
+    # 3e-6 steps from a boundary).
+    q_low, q_high = zero_on_a_level(low, high)
+    step = (q_high - q_low) / (ACTIVATION_LEVELS - 1)
+    from_boundary = (image - q_low) / step % 1 - 0.5
+    image = np.where(np.abs(from_boundary) < 1e-3, image + 2e-3 * step, image)
     quantize_wide_convolutions(model, [(low, high)], margin=1.0)
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     fused = compiled([image.astype(np.float32)])[0][0]
 
-    q_low, q_high = zero_on_a_level(low, high)
     magnitude = np.abs(weights.astype(np.float32)).reshape(64, -1).max(axis=1).astype(np.float64)
     magnitude = magnitude.reshape(-1, 1, 1, 1)
     expected = conv3x3(fake_quantized(image[0].astype(np.float32).astype(np.float64), q_low,
@@ -90,6 +103,17 @@ def test_quantized_convolution_matches_a_float64_reference_and_runs_in_int8():
     np.testing.assert_allclose(fused, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
     # ... and far from the unquantized convolution, so the check above can tell them apart.
     assert np.abs(fused - conv3x3(image[0], weights, bias)).max() > 50 * 2e-5 * np.abs(expected).max()
+    # Its input is quantized without a zero point: shifted onto a range starting at 0, or on
+    # 128 steps below 0 and 127 above.
+    convolution_inputs = [node.input(0).get_source_output().get_node() for node in
+                          model.get_ordered_ops() if node.get_type_name() == "Convolution"]
+    assert [node.get_type_name() for node in convolution_inputs] == ["FakeQuantize"]
+    input_low, input_high = (float(convolution_inputs[0].input(i).get_source_output().get_node()
+                                   .get_data()) for i in (1, 2))
+    if activation == "prelu":
+        assert input_low == 0
+    else:
+        assert input_low / (input_high - input_low) * 255 == pytest.approx(-128)
     run_precisions = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str)
                       for op in compiled.get_runtime_model().get_ordered_ops()
                       if op.get_rt_info()["layerType"].astype(str) == "Convolution"}

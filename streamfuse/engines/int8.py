@@ -7,7 +7,9 @@ almost all of the network's 243 GFLOP per 640x512 pair. Each gets a FakeQuantize
 (per tensor, 256 levels over the range the input took on calibration pairs, widened by
 ``RANGE_MARGIN``, zero exactly on a level) and on its weights (per output channel, symmetric,
 255 levels); OpenVINO's low-precision transformations then run them as int8 convolutions
-(AMX/VNNI), and everything else stays in the engine's float precision. conv1 (one input
+(AMX/VNNI), and everything else stays in the engine's float precision. Inputs whose range is
+lopsided are quantized shifted onto a range starting at 0, so that no convolution has a zero
+point (:func:`quantize_convolution`: the same levels, about 1.2x faster). conv1 (one input
 channel) and conv7 (one output channel, the fused image itself) are left alone: together under
 1 % of the work. Quantizing conv7's input as well had put the whole int8 rounding straight into
 the output: on uniform noise it reached 6 gray levels from fp32 where it now stays within 3, and
@@ -158,23 +160,66 @@ def fake_quantize(source, low, high, levels: int):
     return ops.fake_quantize(source, low, high, low, high, levels).output(0)
 
 
+def quantized_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(magnitude, quantized)``: each output channel's largest ``|w|`` (O, 1, 1, 1), and the
+    weights rounded onto the ``WEIGHT_LEVELS`` symmetric levels of ``[-magnitude, magnitude]``,
+    as their FakeQuantize computes them."""
+    magnitude = np.abs(weights).reshape(weights.shape[0], -1).max(axis=1)
+    magnitude = np.maximum(magnitude, np.finfo(np.float32).tiny).reshape(-1, 1, 1, 1)
+    step = magnitude / (WEIGHT_LEVELS // 2)
+    return magnitude, np.clip(np.round(weights / step), -(WEIGHT_LEVELS // 2),
+                              WEIGHT_LEVELS // 2) * step
+
+
+def quantize_convolution(node, low: float, high: float) -> None:
+    """Makes the OpenVINO Convolution ``node`` read its input on the 256 levels of
+    ``[low, high]`` (``low <= 0`` on a level, see :func:`zero_on_a_level`) and its weights per
+    output channel on symmetric levels, so that OpenVINO runs it in int8.
+
+    The input is quantized without a zero point. A range symmetric about zero (a tanh map's,
+    ``[-128, 127]`` steps) is signed int8 as it is, one starting at 0 unsigned. A lopsided one,
+    such as a PReLU map's (about -3 to 12), would become unsigned int8 with a zero point, which
+    OpenVINO convolves 1.4-1.9x slower on AMX (its per-layer profile at 640x512); so the input is shifted by ``-low`` onto ``[0, high - low]``
+    (unsigned, the same levels), and ``low * sum(quantized weights)`` is added back per output
+    channel. The zero border the convolution pads with must then be padded before the shift (a
+    padded zero is ``-low`` after it), so that convolution no longer pads itself.
+    """
+    import openvino.opset13 as ops
+
+    source = node.input(0).get_source_output()
+    weights = node.input(1).get_source_output()
+    magnitude, rounded = quantized_weights(weights.get_node().get_data())
+    quantized_weights_output = fake_quantize(weights, -magnitude, magnitude, WEIGHT_LEVELS)
+    step = (high - low) / (ACTIVATION_LEVELS - 1)
+    if low == 0 or round(-low / step) == ACTIVATION_LEVELS // 2:
+        node.input(0).replace_source_output(fake_quantize(source, low, high, ACTIVATION_LEVELS))
+        node.input(1).replace_source_output(quantized_weights_output)
+        return
+    attributes = node.get_attributes()
+    pads_begin, pads_end = list(attributes["pads_begin"]), list(attributes["pads_end"])
+    if any(pads_begin + pads_end):
+        source = ops.pad(source, np.array([0, 0, *pads_begin], np.int64),
+                         np.array([0, 0, *pads_end], np.int64), "constant",
+                         np.float32(0)).output(0)
+    shifted = ops.subtract(source, ops.constant(np.float32(low))).output(0)
+    convolution = ops.convolution(
+        fake_quantize(shifted, 0.0, high - low, ACTIVATION_LEVELS), quantized_weights_output,
+        attributes["strides"], [0, 0], [0, 0], attributes["dilations"])
+    convolution.set_friendly_name(node.get_friendly_name())
+    shift_back = low * rounded.reshape(rounded.shape[0], -1).sum(axis=1)
+    output = ops.add(convolution, ops.constant(shift_back.astype(np.float32).reshape(1, -1, 1, 1)))
+    for target in list(node.output(0).get_target_inputs()):
+        target.replace_source_output(output.output(0))
+
+
 def quantize_wide_convolutions(model, ranges: list[tuple[float, float]],
                                margin: float = RANGE_MARGIN):
-    """Puts FakeQuantize on the input (per tensor, ``ranges`` widened by ``margin``) and the
-    weights (per output channel, symmetric) of each of ``model``'s wide convolutions, in place;
-    returns ``model``."""
+    """Quantizes each of ``model``'s wide convolutions (:func:`quantize_convolution`), its
+    input on its range of ``ranges`` widened by ``margin``, in place; returns ``model``."""
     convolutions = wide_convolutions(model)
     if len(convolutions) != len(ranges):
         raise ValueError(f"{len(ranges)} ranges for {len(convolutions)} wide convolutions")
     for node, (low, high) in zip(convolutions, ranges):
-        low, high = zero_on_a_level(low * margin, high * margin)
-        node.input(0).replace_source_output(
-            fake_quantize(node.input(0).get_source_output(), low, high, ACTIVATION_LEVELS))
-        weights = node.input(1).get_source_output()
-        values = weights.get_node().get_data()
-        magnitude = np.abs(values).reshape(values.shape[0], -1).max(axis=1)
-        magnitude = np.maximum(magnitude, np.finfo(np.float32).tiny).reshape(-1, 1, 1, 1)
-        node.input(1).replace_source_output(
-            fake_quantize(weights, -magnitude, magnitude, WEIGHT_LEVELS))
+        quantize_convolution(node, *zero_on_a_level(low * margin, high * margin))
     model.validate_nodes_and_infer_types()
     return model
