@@ -179,22 +179,30 @@ def quantize_convolution(node, low: float, high: float) -> None:
     The input is quantized without a zero point. A range symmetric about zero (a tanh map's,
     ``[-128, 127]`` steps) is signed int8 as it is, one starting at 0 unsigned. A lopsided one,
     such as a PReLU map's (about -3 to 12), would become unsigned int8 with a zero point, which
-    OpenVINO convolves 1.4-1.9x slower on AMX (its per-layer profile at 640x512); so the input is shifted by ``-low`` onto ``[0, high - low]``
-    (unsigned, the same levels), and ``low * sum(quantized weights)`` is added back per output
-    channel. The zero border the convolution pads with must then be padded before the shift (a
-    padded zero is ``-low`` after it), so that convolution no longer pads itself.
+    OpenVINO convolves 1.4-1.9x slower on AMX (its per-layer profile at 640x512): see
+    :func:`_shift_input_to_zero`.
     """
+    weights = node.input(1).get_source_output()
+    magnitude, rounded = quantized_weights(weights.get_node().get_data())
+    quantized = fake_quantize(weights, -magnitude, magnitude, WEIGHT_LEVELS)
+    step = (high - low) / (ACTIVATION_LEVELS - 1)
+    if low == 0 or round(-low / step) == ACTIVATION_LEVELS // 2:
+        source = node.input(0).get_source_output()
+        node.input(0).replace_source_output(fake_quantize(source, low, high, ACTIVATION_LEVELS))
+        node.input(1).replace_source_output(quantized)
+    else:
+        _shift_input_to_zero(node, low, high, quantized, rounded)
+
+
+def _shift_input_to_zero(node, low: float, high: float, weights, rounded: np.ndarray) -> None:
+    """Replaces the Convolution ``node`` by one whose input is quantized on ``[0, high - low]``
+    (the same levels as ``[low, high]``, shifted by ``-low``), with ``low * sum(rounded)`` per
+    output channel added back to its output. ``weights`` is the quantized weights' output,
+    ``rounded`` their values. The zero border the convolution pads with is padded before the
+    shift (a padded zero is ``-low`` after it), so the new convolution does not pad."""
     import openvino.opset13 as ops
 
     source = node.input(0).get_source_output()
-    weights = node.input(1).get_source_output()
-    magnitude, rounded = quantized_weights(weights.get_node().get_data())
-    quantized_weights_output = fake_quantize(weights, -magnitude, magnitude, WEIGHT_LEVELS)
-    step = (high - low) / (ACTIVATION_LEVELS - 1)
-    if low == 0 or round(-low / step) == ACTIVATION_LEVELS // 2:
-        node.input(0).replace_source_output(fake_quantize(source, low, high, ACTIVATION_LEVELS))
-        node.input(1).replace_source_output(quantized_weights_output)
-        return
     attributes = node.get_attributes()
     pads_begin, pads_end = list(attributes["pads_begin"]), list(attributes["pads_end"])
     if any(pads_begin + pads_end):
@@ -203,7 +211,7 @@ def quantize_convolution(node, low: float, high: float) -> None:
                          np.float32(0)).output(0)
     shifted = ops.subtract(source, ops.constant(np.float32(low))).output(0)
     convolution = ops.convolution(
-        fake_quantize(shifted, 0.0, high - low, ACTIVATION_LEVELS), quantized_weights_output,
+        fake_quantize(shifted, 0.0, high - low, ACTIVATION_LEVELS), weights,
         attributes["strides"], [0, 0], [0, 0], attributes["dilations"])
     convolution.set_friendly_name(node.get_friendly_name())
     shift_back = low * rounded.reshape(rounded.shape[0], -1).sum(axis=1)
