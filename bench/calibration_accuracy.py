@@ -60,7 +60,10 @@ DATA = ROOT.parent / "shared" / "data"
 SETS = ("flir-test", "tno", "flir-train")
 # The fit on the unwarped pair, reference of the consistency measure: the best-scoring
 # candidate, whatever its margin over the start and even where the scene is ambiguous.
-BEST_FIT = auto.AutoSettings(keep_margin=-1.0, min_gain_t=-1e9, ambiguity_ratio=2.0)
+# Its residual is not needed (measuring it costs a few ECC runs), nor that of the stability runs.
+BEST_FIT = auto.AutoSettings(keep_margin=-1.0, min_gain_t=-1e9, ambiguity_ratio=2.0,
+                             measure_sensitivity=False)
+NO_RESIDUAL = auto.AutoSettings(measure_sensitivity=False)
 # Pooled clips: this many flir-train pairs at this size, as two videos.
 CLIP_PAIRS = 24
 CLIP_SIZE = (320, 240)
@@ -150,6 +153,20 @@ def two_views(image: np.ndarray, rng: np.random.Generator
     return render_view(image, to_a), render_view(image, to_b), valid, a_to_b
 
 
+def residual_check(errors: list[float], residuals: list[float]) -> dict:
+    """How well the residual_px written with each result estimates its actual error."""
+    errors, residuals = np.array(errors), np.array(residuals)
+    return {
+        "count": int(len(errors)),
+        "error_le_residual": float(np.mean(errors <= residuals)),
+        "error_le_2x_residual": float(np.mean(errors <= 2 * residuals)),
+        "median_error_over_residual": float(np.median(errors / np.maximum(residuals, 1e-9))),
+        "median_residual_px": float(np.median(residuals)),
+        "median_error_px": float(np.median(errors)),
+        "residuals_px": [round(float(v), 4) for v in residuals],
+    }
+
+
 def summary(errors: list[float]) -> dict:
     values = np.array(errors)
     return {
@@ -208,22 +225,22 @@ def measure_pair(job: tuple[str, int, np.ndarray]) -> dict:
     size = (ir.shape[1], ir.shape[0])
     truth = np.linalg.inv(warp)
     moved, valid = warp_with_mask(vis, warp)
-    same = corner_error(
-        auto.register_frames([moved], [vis], ir_valid=[valid]).homography, truth, size)
+    same_result = auto.register_frames([moved], [vis], ir_valid=[valid])
+    same = corner_error(same_result.homography, truth, size)
     # Each pair's own stream for the two views, so that workers do not share one.
     view_a, view_b, view_valid, a_to_b = two_views(
         vis, np.random.default_rng([7, SETS.index(set_name), index]))
-    same_views = corner_error(auto.register_frames(
-        [view_a], [view_b], ir_valid=[view_valid]).homography, a_to_b,
-        (vis.shape[1], vis.shape[0]))
-    unwarped = auto.register_frames([ir], [vis])
+    views_result = auto.register_frames([view_a], [view_b], ir_valid=[view_valid])
+    same_views = corner_error(views_result.homography, a_to_b, (vis.shape[1], vis.shape[0]))
+    unwarped = auto.register_frames([ir], [vis], settings=NO_RESIDUAL)
     try:
         auto.check_reliable(unwarped)
         unwarped_written = True
     except Exception:  # noqa: BLE001 - a refusal writes nothing: no move
         unwarped_written = False
     unwarped_fit = auto.register_frames([ir], [vis], settings=BEST_FIT)
-    own_fit = auto.register_frames([ir], [vis], initial=unwarped_fit.homography)
+    own_fit = auto.register_frames([ir], [vis], initial=unwarped_fit.homography,
+                                   settings=NO_RESIDUAL)
     moved, valid = warp_with_mask(ir, warp)
     result, seconds, refused = timed_estimate([moved], [vis], [valid])
     block_fit, block_matches = block_matching_fit(ir, vis)
@@ -243,6 +260,9 @@ def measure_pair(job: tuple[str, int, np.ndarray]) -> dict:
             block_fit, unwarped_fit.homography, size),
         "block_matches": block_matches, "seconds": seconds,
         "uncertainty_px": float(result.uncertainty_px),
+        "residual_px": float(result.residual_px),
+        "same_modality_residual_px": float(same_result.residual_px),
+        "same_modality_two_views_residual_px": float(views_result.residual_px),
         "confidence": result.confidence, "agreement": result.agreement,
         "model": result.model, "refused": refused,
     }
@@ -274,6 +294,7 @@ def measure_clip(job: tuple[int, list[int], np.ndarray]) -> dict:
                                            CLIP_SIZE),
         "unwarped_fit_vs_identity_px": corner_error(unwarped_fit.homography, np.eye(3),
                                                     CLIP_SIZE),
+        "residual_px": float(result.residual_px), "spread_px": float(result.spread_px),
         "refused": refused, "seconds": seconds,
     }
 
@@ -417,6 +438,26 @@ def main() -> None:
             "over_10px": int(sum(1 for e, r in zip(cross_consistent, refused)
                                  if not r and e > 10)),
             "runs": len(refused),
+        },
+        "residual_as_error_estimate": {
+            "what": "residual_px, the error estimate --auto writes (the larger of the frames' "
+                    "disagreement and the fit's move with another feature blur or without the "
+                    "frame's outer band), against the actual error: IR vs visible on the "
+                    "accepted runs (vs the unwarped fit composed with the warp), same modality "
+                    "against the truth, clips against the unwarped clip's fit",
+            "ir_vs_visible_accepted": residual_check(
+                [row["vs_unwarped_fit_px"] for row in per_pair if not row["refused"]],
+                [row["residual_px"] for row in per_pair if not row["refused"]]),
+            "ir_vs_visible_wrong_files": [
+                {"pair": f"{row['set']} {row['index']}", "error_px": row["vs_unwarped_fit_px"],
+                 "residual_px": row["residual_px"]} for row in per_pair
+                if not row["refused"] and row["vs_unwarped_fit_px"] > 3],
+            "same_modality": residual_check(same, [row["same_modality_residual_px"]
+                                                   for row in per_pair]),
+            "same_modality_two_views": residual_check(
+                same_views, [row["same_modality_two_views_residual_px"] for row in per_pair]),
+            "pooled_clips": residual_check(clip_consistent, [clip["residual_px"]
+                                                              for clip in clips]) if clips else None,
         },
         "pooled_clip_24_pairs": summary(clip_errors) if clip_errors else None,
         "pooled_clip_24_pairs_vs_unwarped_fit": summary(clip_consistent) if clips else None,

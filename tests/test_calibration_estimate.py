@@ -374,6 +374,9 @@ def test_auto_same_modality_is_close(flir_pair):
         result = auto.register_frames([moved], [vis], ir_valid=[valid])
         auto.check_reliable(result)
         assert corner_error(result.homography, np.linalg.inv(warp), size) <= 0.05
+        # One pair: its residual is the intensity fit's move with another blur or without
+        # the frame's outer band, hundredths of a pixel here.
+        assert result.spread_px == 0 and 0 < result.residual_px <= 0.05
 
 
 @pytest.mark.parametrize(("index", "seed"), [(0, 0), (1, 1)])
@@ -520,7 +523,8 @@ def _unwarped_fit(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     """The pair's own best fit, as the bench's reference: never kept at the start, never
     refused as ambiguous."""
     return auto.register_frames([ir], [vis], settings=auto.AutoSettings(
-        keep_margin=-1.0, min_gain_t=-1e9, ambiguity_ratio=2.0)).homography
+        keep_margin=-1.0, min_gain_t=-1e9, ambiguity_ratio=2.0,
+        measure_sensitivity=False)).homography
 
 
 def test_auto_moves_off_a_start_that_scores_below_the_refusal_floor():
@@ -568,7 +572,7 @@ def test_fine_ends_are_settled_at_full_width():
     assert spread <= settings.max_uncertainty_px
 
 
-@pytest.mark.parametrize("set_name, index, warp, moves", [
+WEAK_AND_SHARP_SCENES = [
     # flir-test 35: a weak scene (orientation correlation 0.27), where --auto writes a file
     # 4.1 px from the unwarped fit: cutting what its warp pushes out of view moves the optimum.
     ("flir-test", 35, [[1.0281612121719839, -0.047195312903943555, -4.173236668295857],
@@ -578,7 +582,10 @@ def test_fine_ends_are_settled_at_full_width():
     ("tno", 7, [[0.9078621308784104, 0.017711665071007895, 11.559757369349922],
                 [-0.05329094102805189, 0.9143132556179159, -10.260584775069008],
                 [-0.00015768183307894682, -0.00014295710759006469, 1.0]], False),
-])
+]
+
+
+@pytest.mark.parametrize("set_name, index, warp, moves", WEAK_AND_SHARP_SCENES)
 def test_settled_optimum_moves_with_the_content_only_on_a_weak_scene(set_name, index, warp,
                                                                      moves):
     # bench/calibration_determinacy.py's measure: how far the pair's own optimum moves when only
@@ -595,6 +602,43 @@ def test_settled_optimum_moves_with_the_content_only_on_a_weak_scene(set_name, i
     assert (surviving == 0).mean() > 0.08  # the warp cuts a real part of the frame
     move = corner_error(auto.settled(ir, vis, optimum, surviving, settings), optimum, size)
     assert (move > 2.0) if moves else (move < 0.5)
+
+
+@pytest.mark.parametrize("set_name, index, warp, weak", WEAK_AND_SHARP_SCENES)
+def test_one_pair_residual_says_how_firmly_the_scene_pins_the_fit(set_name, index, warp, weak):
+    # One frame pair has no second estimate to disagree with; its residual is how far the fit
+    # moves with another feature blur or without the frame's outer band (auto.sensitivity).
+    # flir-test 35's file is wrong by 4.1 px, and its residual says as much; TNO 7's is right.
+    ir, vis = read_pair(set_name, index)
+    size = (ir.shape[1], ir.shape[0])
+    warp = np.array(warp)
+    moved, valid = _warped(ir, warp)
+    result = auto.register_frames([moved], [vis], ir_valid=[valid])
+    assert result.frames_used == 1 and result.spread_px == 0
+    assert result.residual_px == result.sensitivity_px > 0
+    error = corner_error(result.homography, _unwarped_fit(ir, vis) @ np.linalg.inv(warp), size)
+    if weak:
+        assert error > 3.0 and result.residual_px >= error
+    else:
+        assert error < 1.0 and result.residual_px < 1.0
+
+
+def test_auto_writes_the_residual_of_one_pair(tmp_path, capsys):
+    ir, vis = (_small(image, 320) for image in read_pair("tno", 7))
+    size = (ir.shape[1], ir.shape[0])
+    warp = random_homography(np.random.default_rng(8), size, max_shift_px=15)
+    cv2.imwrite(str(tmp_path / "ir.png"), cv2.warpPerspective(ir, warp, size,
+                                                              borderMode=cv2.BORDER_REFLECT))
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    output = tmp_path / "pair.yaml"
+    assert _calibrate("--auto", "--ir", tmp_path / "ir.png", "--vis", tmp_path / "vis.png",
+                      "-o", output) == 0
+    printed = capsys.readouterr().out
+    calibration = load_calibration(output)
+    # One pair has no disagreement to measure; a residual of 0 would claim a perfect fit.
+    assert calibration.residual_px > 0
+    assert f"residual {calibration.residual_px:.3f} px (how far the fit moves" in printed
+    assert "residual: how far the fit moves" in calibration.notes
 
 
 def test_auto_leaves_out_a_pair_with_a_blank_frame():

@@ -26,8 +26,11 @@ differences) even against the best one misaligned by ``keep_px``: an already-ali
 its homography, and parallax or noise is not fitted as a correction. A start scoring below the
 refusal floor (``min_confidence``) is not protected: it could not be written itself. When the
 coarse candidates end at different places with about equal scores (``ambiguous``), the frame
-says nothing. Several frame pairs are combined by the median position of the IR image corners;
-their spread is the residual. ``check_reliable`` refuses weak, ambiguous or inconsistent results.
+says nothing. Several frame pairs are combined by the median position of the IR image corners.
+The residual written with the result is the frames' disagreement, and for a single frame pair
+how far the fit moves when the objective sees slightly other data (``sensitivity``: another
+feature blur, the frame's outer band left out). ``check_reliable`` refuses weak, ambiguous or
+inconsistent results.
 """
 
 from __future__ import annotations
@@ -108,20 +111,33 @@ class AutoSettings:
     agreement_px: float = 2.5
     min_agreement: float = 0.25
     max_spread_px: float = 3.0  # several frames: refuse when their estimates disagree more
+    # The residual of a fit from one frame pair (several: their disagreement): the largest
+    # move of the fit when it is settled again with the features blurred by each of
+    # sensitivity_sigmas instead of score_sigma, and with the outer sensitivity_band (fraction
+    # of width and height, each side) of the IR frame left out. Same modality: the last
+    # intensity pass with intensity_sensitivity_sigma instead of its blur, and with the band
+    # left out. On the bench's weak scenes the optimum moves pixels with the blur and with the
+    # content (bench/calibration_determinacy.py), and that is what the fit's error is made of.
+    # It costs a few full-resolution ECC runs; measure_sensitivity=False skips it.
+    sensitivity_sigmas: tuple[float, ...] = (1.0, 3.0)
+    sensitivity_band: float = 0.05
+    intensity_sensitivity_sigma: float = 1.0
+    measure_sensitivity: bool = True
 
 
 @dataclass
 class AutoResult:
     """An automatic estimate: (3, 3) homography IR->visible, confidence (full-resolution
-    orientation correlation, -1..1), residual_px (median distance of the per-frame estimates
-    from the combined one at the IR image corners; 0 for one frame), frames used, per-frame
-    homographies and the correlation of the starting homography; ``ambiguous_frames``: frame
-    pairs left out because their scene matched at several places (see ``ambiguous``);
-    ``structured_patches`` and ``agreeing_patches``: see ``local_agreement``."""
+    orientation correlation, -1..1), spread_px (median distance of the per-frame estimates
+    from the combined one at the IR image corners; 0 for one frame), sensitivity_px (see
+    ``sensitivity``; measured for one frame pair only, else 0), frames used, per-frame homographies and
+    the correlation of the starting homography; ``ambiguous_frames``: frame pairs left out
+    because their scene matched at several places (see ``ambiguous``); ``structured_patches``
+    and ``agreeing_patches``: see ``local_agreement``."""
 
     homography: np.ndarray
     confidence: float
-    residual_px: float
+    spread_px: float
     frames_used: int
     per_frame: list[np.ndarray]
     start_confidence: float
@@ -131,6 +147,13 @@ class AutoResult:
     # the n frames used, / sqrt(n); 0 when the start is kept
     structured_patches: int = 0  # over all frames used: patches with structure,
     agreeing_patches: int = 0  # and those supporting the homography (``local_agreement``)
+    sensitivity_px: float = 0.0
+
+    @property
+    def residual_px(self) -> float:
+        """The error estimate written with the calibration: the larger of the frames'
+        disagreement and the fit's sensitivity."""
+        return max(self.spread_px, self.sensitivity_px)
 
     @property
     def agreement(self) -> float:
@@ -709,6 +732,7 @@ class PairFit:
     ambiguous: bool = False
     uncertainty_px: float = 0.0  # of the fine stage (``fine_alignments``); 0 where the
     # intensities decide (same modality)
+    same_modality: bool = False
 
 
 def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
@@ -770,7 +794,47 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
                    score=scores[best], start_score=scores[0],
                    tile_gains=tolerated - per_tile[0],
                    ambiguous=ambiguous([(end[1], end[2]) for end in ends], ir_size, settings),
-                   uncertainty_px=0.0 if same_modality else uncertainty)
+                   uncertainty_px=0.0 if same_modality else uncertainty,
+                   same_modality=same_modality)
+
+
+def without_band(ir_valid: np.ndarray, fraction: float) -> np.ndarray:
+    """(H, W) uint8 valid mask with the outer ``fraction`` of the height and width (each side)
+    cleared."""
+    height, width = ir_valid.shape[:2]
+    rows, columns = int(round(fraction * height)), int(round(fraction * width))
+    inner = np.zeros_like(ir_valid)
+    inner[rows:height - rows, columns:width - columns] = \
+        ir_valid[rows:height - rows, columns:width - columns]
+    return inner
+
+
+def sensitivity(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                ir_valid: np.ndarray, settings: AutoSettings, same_modality: bool) -> float:
+    """How far ``homography`` (IR->visible) moves when the objective sees slightly other data:
+    the largest mean corner distance (IR image corners, visible pixels) from it of the optimum
+    it settles to with the usual objective, with the features blurred by each of
+    ``sensitivity_sigmas``, and with the outer ``sensitivity_band`` of the IR frame left out.
+    Same modality: the last intensity pass, as is, with ``intensity_sensitivity_sigma`` blur
+    and with the band left out. A scene with sharp shared outlines pins its optimum (a few
+    hundredths of a pixel for one modality, tenths across two); a weak one lets it wander by
+    pixels, and so may the fit.
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> pixels."""
+    ir_size = (ir_frame.shape[1], ir_frame.shape[0])
+    inner = without_band(ir_valid, settings.sensitivity_band)
+    if same_modality:
+        last_sigma = settings.intensity_sigmas[-1]
+        variants = [(ir_valid, last_sigma), (ir_valid, settings.intensity_sensitivity_sigma),
+                    (inner, last_sigma)]
+        moved = [intensity_refinement(ir_frame, vis_frame, homography, valid,
+                                      replace(settings, intensity_sigmas=(sigma,)))
+                 for valid, sigma in variants]
+    else:
+        variants = [(ir_valid, settings.score_sigma), (inner, settings.score_sigma),
+                    *((ir_valid, sigma) for sigma in settings.sensitivity_sigmas)]
+        moved = [settled(ir_frame, vis_frame, homography, valid, settings, sigma)
+                 for valid, sigma in variants]
+    return max(corner_error(other, homography, ir_size) for other in moved)
 
 
 def local_agreement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
@@ -862,11 +926,20 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     clear = [fit for fit in fits if not fit.ambiguous]
     ambiguous_frames = len(fits) - len(clear)
     used = [index for index, fit in zip(fitted, fits) if not fit.ambiguous]
+    same_modality = {index: fit.same_modality for index, fit in zip(fitted, fits)}
 
     def patches_supporting(homography: np.ndarray) -> tuple[int, int]:
         counts = [local_agreement(ir_frames[index], vis_frames[index], homography,
                                   ir_valid[index], settings) for index in used]
         return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+    def sensitivity_of_one_frame(homography: np.ndarray) -> float:
+        # Several frames measure their residual by their disagreement.
+        if len(used) != 1 or not settings.measure_sensitivity:
+            return 0.0
+        index = used[0]
+        return sensitivity(ir_frames[index], vis_frames[index], homography, ir_valid[index],
+                           settings, same_modality[index])
 
     # A start that scores below the refusal floor is no alignment to keep: the significance
     # test only protects one that could itself be written.
@@ -875,10 +948,11 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
             np.concatenate([fit.tile_gains for fit in clear]), settings)):
         structured, agreeing = patches_supporting(initial)
         return AutoResult(homography=normalised(initial), confidence=start_confidence,
-                          residual_px=0.0, frames_used=len(clear),
+                          spread_px=0.0, frames_used=len(clear),
                           per_frame=[initial] * len(clear), start_confidence=start_confidence,
                           model="start", ambiguous_frames=ambiguous_frames,
-                          structured_patches=structured, agreeing_patches=agreeing)
+                          structured_patches=structured, agreeing_patches=agreeing,
+                          sensitivity_px=sensitivity_of_one_frame(initial))
     fits = clear
     estimates = [fit.homography for fit in fits]
     if len(estimates) == 1:
@@ -890,7 +964,7 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     return AutoResult(
         homography=combined,
         confidence=float(np.median([fit.score for fit in fits])),
-        residual_px=spread,
+        spread_px=spread,
         frames_used=len(estimates),
         per_frame=estimates,
         start_confidence=start_confidence,
@@ -901,13 +975,14 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
             len(fits)),
         structured_patches=structured,
         agreeing_patches=agreeing,
+        sensitivity_px=sensitivity_of_one_frame(combined),
     )
 
 
 def combine_estimates(homographies: list[np.ndarray], ir_size: tuple[int, int]
                       ) -> tuple[np.ndarray, float]:
     """Robust average of several IR->visible homographies: the median position of each IR image
-    corner, refitted exactly. Returns (homography, residual_px), residual_px being the median
+    corner, refitted exactly. Returns (homography, spread_px), spread_px being the median
     over frames of the mean corner distance from the combined estimate."""
     corners = image_corners(ir_size)
     placed = np.stack([transform_points(h, corners) for h in homographies])  # (N, 4, 2)
@@ -941,7 +1016,7 @@ def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> 
             f"automatic registration is unreliable: equally good fits lie "
             f"{result.uncertainty_px:.1f} px apart (> {settings.max_uncertainty_px} px; the "
             f"scene does not pin the alignment down): {advice}")
-    if result.residual_px > settings.max_spread_px:
+    if result.spread_px > settings.max_spread_px:
         raise StreamFuseError(
             f"automatic registration is unreliable: the {result.frames_used} frame pairs "
-            f"disagree by {result.residual_px:.1f} px (> {settings.max_spread_px}): {advice}")
+            f"disagree by {result.spread_px:.1f} px (> {settings.max_spread_px}): {advice}")
