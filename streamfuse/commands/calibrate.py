@@ -182,14 +182,15 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
                       "outer band" if result.frames_used == 1 else "the frame pairs' disagreement")
     left_out = (f", {result.ambiguous_frames} left out (scene matches at several places)"
                 if result.ambiguous_frames else "")
-    print(f"{result.frames_used} frame pairs{left_out}: edge-orientation correlation "
+    frame_pairs = f"{result.frames_used} frame pair{'s' if result.frames_used != 1 else ''}"
+    print(f"{frame_pairs}{left_out}: edge-orientation correlation "
           f"{result.start_confidence:.3f} at the start, {result.confidence:.3f} registered "
           f"({result.model}); {result.agreeing_patches} of {result.structured_patches} "
           f"structured patches agree; residual {result.residual_px:.3f} px ({residual_basis})")
     auto.check_reliable(result, settings)
     return Calibration(ir_size=ir_size, vis_size=vis_size, homography=result.homography,
                        method="auto", residual_px=result.residual_px, date=today(),
-                       notes=f"orientation ECC on {result.frames_used} frame pairs, confidence "
+                       notes=f"orientation ECC on {frame_pairs}, confidence "
                              f"{result.confidence:.3f} ({result.model}), "
                              f"{result.agreement:.0%} of patches agree; residual: "
                              f"{residual_basis}")
