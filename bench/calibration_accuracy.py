@@ -456,8 +456,8 @@ def main() -> None:
                                                    for row in per_pair]),
             "same_modality_two_views": residual_check(
                 same_views, [row["same_modality_two_views_residual_px"] for row in per_pair]),
-            "pooled_clips": residual_check(clip_consistent, [clip["residual_px"]
-                                                              for clip in clips]) if clips else None,
+            "pooled_clips": residual_check(
+                clip_consistent, [clip["residual_px"] for clip in clips]) if clips else None,
         },
         "pooled_clip_24_pairs": summary(clip_errors) if clip_errors else None,
         "pooled_clip_24_pairs_vs_unwarped_fit": summary(clip_consistent) if clips else None,
