@@ -26,8 +26,14 @@ Every variant also reports ``replay_diff_max`` and ``replay_pixels_differing``: 
 - ``session14``: the compile engine of session 12 against the same with conv2-conv4's
   activations and the fusion layer's statistics in one Triton kernel
   (bench/activation_stats.py), and the network alone (rule sum) for the share.
-- ``session15`` (not run yet): the saliency rule's guided filter on fp16 planes instead of
-  float32 (:func:`guided_filter_fp16`), against the shipped engine and the network alone.
+- ``session15``: the saliency rule's guided filter on fp16 planes instead of float32
+  (:func:`guided_filter_fp16`), against the shipped engine and the network alone; on an H200 in
+  session 18, 789 -> 814 pairs/s (bench/results/gpu-h200-ab-s18.json).
+- ``deterministic``: the shipped engine against the same with ``torch.backends.cudnn.deterministic``
+  (the engine's output changed between calls by 1 level on a few pixels in sessions 5 and 14, and
+  with cuDNN's algorithm search off in session 18's probe, ``bench/gpu_determinism.py``). On an
+  H200 in session 18 the second variant failed: cuDNN found no deterministic algorithm for one
+  fp16 convolution under CUDA-graph capture (bench/results/gpu-h200-ab-deterministic-s18-log.txt).
 - ``autotune``: Inductor's max-autotune (Triton convolutions with fused epilogues), against the
   current path; minutes of compilation, so on its own.
 """
@@ -70,6 +76,7 @@ class Variant:
     inductor: dict = field(default_factory=dict)  # extra torch.compile options
     activation_stats: bool = False  # with_activation_stats: the Triton activation-statistics kernel
     guided_fp16: bool = False  # the saliency rule's guided filter on fp16 planes (see guided_filter_fp16)
+    cudnn_deterministic: bool = False  # cuDNN restricted to bitwise-reproducible algorithms
 
 
 def against_session12(name: str, **candidate) -> list[Variant]:
@@ -100,6 +107,8 @@ SETS = {
     ],
     "session14": against_session12("activation-stats", activation_stats=True),
     "session15": against_session12("guided-fp16", guided_fp16=True),
+    # Two variants only: made to fit what was left of a lease (about 4 minutes, one cold compile).
+    "deterministic": against_session12("cudnn-deterministic", cudnn_deterministic=True)[:2],
     # Triton convolution templates with fused epilogues; compiles for minutes: run on its own.
     "autotune": [Variant("current"), Variant("max-autotune", inductor={"max_autotune": True})],
 }
@@ -120,6 +129,8 @@ def build(variant: Variant, model, device: torch.device, ir: torch.Tensor, vis: 
     settings made here hold when it compiles)."""
     fusion.CUDA_HISTOGRAM_TILES = variant.tiles
     fusion.guided_filter = guided_filter_fp16 if variant.guided_fp16 else guided_filter
+    # Read when cuDNN picks each convolution's algorithm: at the first calls and the graph capture.
+    torch.backends.cudnn.deterministic = variant.cudnn_deterministic
     net = Fuser(model, variant.rule, device, fold_bn=True).net
     if variant.graph_rewrites:
         rewrite_for_graph_compiler(net)

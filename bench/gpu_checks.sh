@@ -39,10 +39,12 @@ step() {  # step SECONDS COMMAND...: run with a time limit, log its output and i
 #            activation-statistics kernel against Inductor (bench/gpu_fused_stats.py) and the eager
 #            engine (about 5 minutes). Session 12 ran both parts on an H100:
 #            bench/results/gpu-h100-*-s12*.
-#   PHASE=determinism (next lease first; about 9 minutes): bench/gpu_determinism.py (does the
-#            compiled path give the same pixels on every call? the CUDA test of the compile engine
-#            failed on that in session 14), the CUDA tests, and bench/gpu_ab.py --set session15
-#            (the guided filter on fp16 planes);
+#   PHASE=determinism (about 6 minutes; run in session 18 on an H200, gpu-h200-s18-log.txt):
+#            bench/gpu_determinism.py (does the compiled path give the same pixels on every call?
+#            the CUDA test of the compile engine failed on that in session 14), the CUDA tests,
+#            and bench/gpu_ab.py --set session15 (the guided filter on fp16 planes). The next
+#            lease should run PHASE=1 first: the shipped engine at 1280x1024 and the demo on CUDA
+#            were last run before session 12;
 #   PHASE=stats: the session-14 change on its own (about 8 minutes): the A/B of the compile engine
 #            with and without the activation-statistics kernel (bench/gpu_ab.py --set session14),
 #            the CUDA tests, and the bench of the compile engine at 640x512, batch 32.

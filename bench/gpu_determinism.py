@@ -14,6 +14,8 @@ many pixels differ from the first call's 8-bit output and by how much:
 
 A difference that appears only between call 1 and the rest points at the CUDA-graph warm-up (the
 first call runs outside the graph); one that comes and goes at random, at a race.
+On an H200 in session 18 (bench/results/gpu-h200-determinism-s18.json) only the variant with
+cuDNN's search off differed, at its fifth call, 3 pixels by 1 level: a race.
 
     python bench/gpu_determinism.py [--device cuda] [--size 128x96] [--out FILE.json]
 """

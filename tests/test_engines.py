@@ -83,14 +83,20 @@ def check_engine(fuser, pairs, reference, precision: str) -> None:
         levels = (to_uint8(fused).int() - to_uint8(reference).int()).abs().float()
         assert levels.mean().item() <= REDUCED_MEAN_LEVELS
         assert levels.max().item() <= REDUCED_MAX_LEVELS
-    # The 8-bit interface gives the same pixels as the tensor path (same shape, same graph).
+    # The 8-bit interface gives the same pixels as the tensor path (same shape, same graph). On
+    # CUDA, cuDNN's convolutions are not bitwise reproducible from call to call: 1 level on a few
+    # pixels, now and then (sessions 5, 14 and 18 on H100/H200: bench/gpu_determinism.py), and
+    # cudnn.deterministic finds no algorithm for one of the fp16 convolutions under CUDA-graph
+    # capture (bench/results/gpu-h200-ab-deterministic-s18-log.txt). So there, at most 1 level on
+    # at most 0.1 % of the pixels; a wrong graph or replay moves far more.
     ir, vis = pairs
     interface = np.stack(fuser.fuse_batch(list(ir), list(vis))).astype(int)
     tensor_path = to_uint8(fused[:, 0]).numpy().astype(int)
-    differing = interface != tensor_path
-    assert not differing.any(), (
-        f"the 8-bit interface's call differs from the first call at {differing.sum()} of "
-        f"{differing.size} pixels, by up to {np.abs(interface - tensor_path).max()} levels")
+    gap = np.abs(interface - tensor_path)
+    allowed_levels, allowed_pixels = (1, gap.size // 1000) if fuser.device.type == "cuda" else (0, 0)
+    assert gap.max() <= allowed_levels and (gap > 0).sum() <= allowed_pixels, (
+        f"the 8-bit interface's call differs from the first call at {(gap > 0).sum()} of "
+        f"{gap.size} pixels, by up to {gap.max()} levels")
 
 
 @pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_bf16)])
