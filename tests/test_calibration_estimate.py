@@ -621,6 +621,8 @@ def test_one_pair_residual_says_how_firmly_the_scene_pins_the_fit(set_name, inde
         assert error > 3.0 and result.residual_px >= error
     else:
         assert error < 1.0 and result.residual_px < 1.0
+    # The CLI writes the file with a warning when the residual passes 3 px.
+    assert (auto.residual_warning(result) is not None) == weak
 
 
 def test_auto_writes_the_residual_of_one_pair(tmp_path, capsys):
@@ -633,12 +635,32 @@ def test_auto_writes_the_residual_of_one_pair(tmp_path, capsys):
     output = tmp_path / "pair.yaml"
     assert _calibrate("--auto", "--ir", tmp_path / "ir.png", "--vis", tmp_path / "vis.png",
                       "-o", output) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     calibration = load_calibration(output)
     # One pair has no disagreement to measure; a residual of 0 would claim a perfect fit.
-    assert calibration.residual_px > 0
+    assert 0 < calibration.residual_px < 3
+    assert "warning" not in captured.err
     assert f"residual {calibration.residual_px:.3f} px (how far the fit moves" in printed
     assert "residual: how far the fit moves" in calibration.notes
+
+
+def test_auto_warns_when_the_residual_of_one_pair_passes_3_px(tmp_path, capsys):
+    # flir-test 35 under the bench's warp (borders reflected, as a camera shows no black band):
+    # the file is written, since nothing refuses it, but the user is told to look at it.
+    set_name, index, warp, _ = WEAK_AND_SHARP_SCENES[0]
+    ir, vis = read_pair(set_name, index)
+    size = (ir.shape[1], ir.shape[0])
+    cv2.imwrite(str(tmp_path / "ir.png"), cv2.warpPerspective(ir, np.array(warp), size,
+                                                              borderMode=cv2.BORDER_REFLECT))
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    output = tmp_path / "weak.yaml"
+    assert _calibrate("--auto", "--ir", tmp_path / "ir.png", "--vis", tmp_path / "vis.png",
+                      "-o", output) == 0
+    warning = capsys.readouterr().err.strip().splitlines()[-1]
+    assert load_calibration(output).residual_px > 3
+    assert warning.startswith("warning: this fit may be more than 3 px off")
+    assert f"--check {output} --ir {tmp_path / 'ir.png'}" in warning
 
 
 def test_auto_leaves_out_a_pair_with_a_blank_frame():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,12 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
           f"({result.model}); {result.agreeing_patches} of {result.structured_patches} "
           f"structured patches agree; residual {result.residual_px:.3f} px ({residual_basis})")
     auto.check_reliable(result, settings)
+    warning = auto.residual_warning(result, settings)
+    if warning:
+        print(f"warning: {warning}; look at the edge overlay of `streamfuse calibrate --check "
+              f"{args.output} --ir {args.ir} --vis {args.vis} --overlay overlay.png`, or "
+              f"calibrate over a clip of varied scenes or with --points or --board",
+              file=sys.stderr)
     return Calibration(ir_size=ir_size, vis_size=vis_size, homography=result.homography,
                        method="auto", residual_px=result.residual_px, date=today(),
                        notes=f"orientation ECC on {frame_pairs}, confidence "

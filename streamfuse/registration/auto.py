@@ -124,6 +124,10 @@ class AutoSettings:
     sensitivity_band: float = 0.05
     intensity_sensitivity_sigma: float = 1.0
     measure_sensitivity: bool = True
+    # A file whose residual exceeds this is written with a warning, not refused: on the bench
+    # (session 17) a 3 px bar would flag 2 of the 3 wrong IR-vs-visible files but also 12 of
+    # the 95 right ones.
+    warn_residual_px: float = 3.0
 
 
 @dataclass
@@ -991,6 +995,18 @@ def combine_estimates(homographies: list[np.ndarray], ir_size: tuple[int, int]
     combined, _ = cv2.findHomography(corners, median_corners, 0)
     distances = np.linalg.norm(placed - median_corners, axis=2).mean(axis=1)
     return normalised(combined), float(np.median(distances))
+
+
+def residual_warning(result: AutoResult, settings: AutoSettings | None = None) -> str | None:
+    """One line for a result that passes :func:`check_reliable` but whose residual says the
+    scene may not pin the fit to ``warn_residual_px``; None otherwise."""
+    settings = settings or AutoSettings()
+    if result.residual_px <= settings.warn_residual_px:
+        return None
+    basis = ("it moves that far with another feature blur or without the frame's outer band"
+             if result.frames_used == 1 else "the frame pairs disagree that much")
+    return (f"this fit may be more than {settings.warn_residual_px:g} px off (residual "
+            f"{result.residual_px:.1f} px: {basis})")
 
 
 def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> None:
