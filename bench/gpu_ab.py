@@ -30,7 +30,7 @@ Every variant also reports ``replay_diff_max`` and ``replay_pixels_differing``: 
   (:func:`guided_filter_fp16`), against the shipped engine and the network alone; on an H200 in
   session 18, 789 -> 814 pairs/s (bench/results/gpu-h200-ab-s18.json).
 - ``deterministic``: the shipped engine against the same with ``torch.backends.cudnn.deterministic``
-  (the engine's output changed between calls by 1 level on a few pixels in sessions 5 and 14, and
+  (the engine's output changed between calls in sessions 5 and 14, and by 1 level on 3 pixels
   with cuDNN's algorithm search off in session 18's probe, ``bench/gpu_determinism.py``). On an
   H200 in session 18 the second variant failed: cuDNN found no deterministic algorithm for one
   fp16 convolution under CUDA-graph capture (bench/results/gpu-h200-ab-deterministic-s18-log.txt).
