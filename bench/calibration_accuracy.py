@@ -167,6 +167,16 @@ def residual_check(errors: list[float], residuals: list[float]) -> dict:
     }
 
 
+def warned_files(errors: list[float], residuals: list[float]) -> dict:
+    """The written files that `calibrate --auto` warns about (residual above
+    ``AutoSettings.warn_residual_px``), right and wrong (more than 3 px off)."""
+    threshold = auto.AutoSettings().warn_residual_px
+    warned = [error for error, residual in zip(errors, residuals) if residual > threshold]
+    return {"threshold_px": threshold, "written": len(errors),
+            "wrong": int(sum(error > 3 for error in errors)),
+            "warned": len(warned), "warned_wrong": int(sum(error > 3 for error in warned))}
+
+
 def summary(errors: list[float]) -> dict:
     values = np.array(errors)
     return {
@@ -452,6 +462,9 @@ def main() -> None:
                 {"pair": f"{row['set']} {row['index']}", "error_px": row["vs_unwarped_fit_px"],
                  "residual_px": row["residual_px"]} for row in per_pair
                 if not row["refused"] and row["vs_unwarped_fit_px"] > 3],
+            "ir_vs_visible_warned": warned_files(
+                [row["vs_unwarped_fit_px"] for row in per_pair if not row["refused"]],
+                [row["residual_px"] for row in per_pair if not row["refused"]]),
             "same_modality": residual_check(same, [row["same_modality_residual_px"]
                                                    for row in per_pair]),
             "same_modality_two_views": residual_check(
