@@ -836,3 +836,12 @@ def test_block_matching_reference_recovers_a_known_misalignment():
     assert matches >= 8
     assert corner_error(fit, np.linalg.inv(misalignment), size) < 0.5
     assert corner_error(np.eye(3), np.linalg.inv(misalignment), size) > 4
+
+
+def test_bench_counts_the_files_the_cli_warns_about():
+    # The bench's count of warned files uses the CLI's threshold: residuals at or under 3 px
+    # pass quietly, above it they are warned, right (<= 3 px off) or wrong alike.
+    counts = _bench_module("calibration_accuracy").warned_files(
+        errors=[4.1, 0.5, 3.5, 0.2, 1.0], residuals=[4.6, 3.2, 2.5, 0.1, 3.0])
+    assert counts == {"threshold_px": auto.AutoSettings().warn_residual_px, "written": 5,
+                      "wrong": 2, "warned": 2, "warned_wrong": 1}
