@@ -179,15 +179,14 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
     with tqdm(total=len(pairs), desc="auto", unit="pair", leave=False) as bar:
         result = auto.register_frames(ir_frames, vis_frames, initial, settings=settings,
                                       progress=bar.update)
-    residual_basis = ("how far the fit moves with another feature blur or without the frame's "
-                      "outer band" if result.frames_used == 1 else "the frame pairs' disagreement")
     left_out = (f", {result.ambiguous_frames} left out (scene matches at several places)"
                 if result.ambiguous_frames else "")
     frame_pairs = f"{result.frames_used} frame pair{'s' if result.frames_used != 1 else ''}"
     print(f"{frame_pairs}{left_out}: edge-orientation correlation "
           f"{result.start_confidence:.3f} at the start, {result.confidence:.3f} registered "
           f"({result.model}); {result.agreeing_patches} of {result.structured_patches} "
-          f"structured patches agree; residual {result.residual_px:.3f} px ({residual_basis})")
+          f"structured patches agree; residual {result.residual_px:.3f} px "
+          f"({result.residual_basis})")
     auto.check_reliable(result, settings)
     warning = auto.residual_warning(result, settings)
     if warning:
@@ -200,7 +199,7 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
                        notes=f"orientation ECC on {frame_pairs}, confidence "
                              f"{result.confidence:.3f} ({result.model}), "
                              f"{result.agreement:.0%} of patches agree; residual: "
-                             f"{residual_basis}")
+                             f"{result.residual_basis}")
 
 
 def _run_sync(args: argparse.Namespace) -> float:

@@ -161,6 +161,14 @@ class AutoResult:
         return max(self.spread_px, self.sensitivity_px)
 
     @property
+    def residual_basis(self) -> str:
+        """What ``residual_px`` measures, in words."""
+        if self.frames_used == 1:
+            return ("how far the fit moves with another feature blur or without the frame's "
+                    "outer band")
+        return "the frame pairs' disagreement"
+
+    @property
     def agreement(self) -> float:
         """Fraction of the structured patches that support the homography (0 without any)."""
         return self.agreeing_patches / self.structured_patches if self.structured_patches else 0.0
@@ -1003,10 +1011,8 @@ def residual_warning(result: AutoResult, settings: AutoSettings | None = None) -
     settings = settings or AutoSettings()
     if result.residual_px <= settings.warn_residual_px:
         return None
-    basis = ("it moves that far with another feature blur or without the frame's outer band"
-             if result.frames_used == 1 else "the frame pairs disagree that much")
     return (f"this fit may be more than {settings.warn_residual_px:g} px off (residual "
-            f"{result.residual_px:.1f} px: {basis})")
+            f"{result.residual_px:.1f} px: {result.residual_basis})")
 
 
 def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> None:
