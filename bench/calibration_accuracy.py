@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamfuse.registration import auto  # noqa: E402
+from streamfuse.registration import auto, ecc  # noqa: E402
 from streamfuse.registration.frames import read_pairs  # noqa: E402
 from streamfuse.registration.geometry import corner_error, random_homography  # noqa: E402
 
@@ -86,8 +86,8 @@ def block_matching_fit(ir: np.ndarray, vis: np.ndarray, grid: int = 6, search: i
     (homography or None when fewer than 8 patches match, number of matched patches)."""
     if ir.shape != vis.shape:
         return None, 0
-    ir_features, _ = auto.orientation_features(ir, 1.5)
-    vis_features, _ = auto.orientation_features(vis, 1.5)
+    ir_features, _ = ecc.orientation_features(ir, 1.5)
+    vis_features, _ = ecc.orientation_features(vis, 1.5)
     height, width = ir.shape
     half = max(24, min(height, width) // (2 * grid))
     sources, targets = [], []

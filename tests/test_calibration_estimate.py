@@ -15,7 +15,7 @@ from conftest import read_pair
 from streamfuse.calibration import Calibration, IrRegistrar, load_calibration, save_calibration
 from streamfuse.cli import main
 from streamfuse.errors import StreamFuseError
-from streamfuse.registration import auto
+from streamfuse.registration import auto, ecc
 from streamfuse.registration.check import gradient_correlation
 from streamfuse.registration.geometry import corner_error, random_homography, transform_points
 
@@ -252,8 +252,8 @@ def test_ecc_multichannel_matches_opencv_on_one_channel(flir_pair, source, model
         cv2.MOTION_AFFINE if affine else cv2.MOTION_HOMOGRAPHY, criteria, None, 1)
     if affine:
         reference = np.vstack([reference, [0, 0, 1]])
-    correlation, warp = auto.ecc_multichannel(template[..., None], moving[..., None], np.eye(3),
-                                              model=model, iterations=100, epsilon=1e-6)
+    correlation, warp = ecc.ecc_multichannel(template[..., None], moving[..., None], np.eye(3),
+                                             model=model, iterations=100, epsilon=1e-6)
     if affine:
         assert np.array_equal(warp[2], [0, 0, 1])  # no perspective term is touched
     assert correlation > 0.98
@@ -317,13 +317,13 @@ def test_ecc_multichannel_step_matches_a_per_channel_reference(flir_pair, source
     if source == "random":
         moving = np.dstack([_smooth_texture(rng, (180, 140)), _smooth_texture(rng, (180, 140))])
     else:
-        moving, _ = auto.orientation_features(_small(flir_pair[0], 180), 1.0)
+        moving, _ = ecc.orientation_features(_small(flir_pair[0], 180), 1.0)
     template = np.ascontiguousarray(moving[12:12 + 100, 15:15 + 140])
     start = np.array([[1.01, 0.004, 17.5], [-0.006, 0.99, 10.2], [2e-5, -1e-5, 1.0]])
     reference_correlation, reference = _reference_ecc_step(
-        template, moving, start, auto._BASES[model])
-    correlation, warp = auto.ecc_multichannel(template, moving, start, model=model,
-                                              iterations=1, epsilon=0.0)
+        template, moving, start, ecc._BASES[model])
+    correlation, warp = ecc.ecc_multichannel(template, moving, start, model=model,
+                                             iterations=1, epsilon=0.0)
     size = (template.shape[1], template.shape[0])
     assert corner_error(reference, start, size) > 0.1  # a real step, not a fixed point
     assert correlation == pytest.approx(reference_correlation, abs=1e-12)
@@ -342,16 +342,16 @@ def test_ecc_multichannel_uses_every_channel():
     moving = cv2.warpPerspective(template, truth, (160, 120), flags=cv2.INTER_LINEAR)
     mask = np.zeros((120, 160), np.uint8)
     mask[10:-10, 10:-10] = 255
-    _, warp = auto.ecc_multichannel(template, moving, np.eye(3), template_mask=mask,
-                                    model="similarity", iterations=100, epsilon=1e-4)
+    _, warp = ecc.ecc_multichannel(template, moving, np.eye(3), template_mask=mask,
+                                   model="similarity", iterations=100, epsilon=1e-4)
     assert corner_error(warp, truth, (160, 120)) < 0.05
 
 
 def test_orientation_features_ignore_polarity_and_contrast(tno_pair):
     ir = tno_pair[0]
-    features, mask = auto.orientation_features(ir, 1.0)
-    inverted, _ = auto.orientation_features(255 - ir, 1.0)
-    fainter, _ = auto.orientation_features(ir.astype(np.float32) * 0.3 + 20, 1.0)
+    features, mask = ecc.orientation_features(ir, 1.0)
+    inverted, _ = ecc.orientation_features(255 - ir, 1.0)
+    fainter, _ = ecc.orientation_features(ir.astype(np.float32) * 0.3 + 20, 1.0)
     assert features.shape == ir.shape + (2,) and mask.all()
     np.testing.assert_allclose(inverted, features, atol=1e-4)  # float32 rounding
     np.testing.assert_allclose(fainter, features, atol=1e-4)

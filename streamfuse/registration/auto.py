@@ -4,7 +4,7 @@ Thermal and visible intensities are unrelated, and so are their edge strengths (
 bright in daylight may be a faint step in thermal), but both cameras see the same object
 outlines, often with opposite contrast. Each frame is therefore turned into a normalised
 gradient field in double-angle form: (cos 2a, sin 2a) of the gradient angle a, weighted by
-e / (e + e_noise) of the gradient energy e (``orientation_features``). The sign of the gradient
+e / (e + e_noise) of the gradient energy e (``ecc.orientation_features``). The sign of the gradient
 drops out (2a), strong and medium edges count alike, noise (below the frame's median energy)
 hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
 
@@ -17,7 +17,7 @@ hardly counts. Their correlation is what is aligned and scored. Coarse to fine:
    to convergence at full width (ECC creeps on weak scenes), keeping the best.
 
 ECC (enhanced correlation coefficient maximisation, Evangelidis & Psarakis 2008, the algorithm
-of ``cv2.findTransformECC``) runs on the two-channel maps (``ecc_multichannel``; OpenCV's takes
+of ``cv2.findTransformECC``) runs on the two-channel maps (``ecc.ecc_multichannel``; OpenCV's takes
 one channel). Same-modality pairs (intensities correlate) get a last full-resolution ECC on the
 intensities, resampled bicubically. Each candidate (the given start, the coarse one, the fine
 one) is scored at full resolution, overall and in 3 x 3 tiles. The best one replaces the start
@@ -42,6 +42,9 @@ import numpy as np
 
 from streamfuse.calibration import image_corners
 from streamfuse.errors import StreamFuseError
+from streamfuse.registration.ecc import (
+    content_mask, ecc_multichannel, orientation_features, resize_area,
+)
 from streamfuse.registration.geometry import (
     corner_error, normalised, pixel_scaling, transform_points,
 )
@@ -174,178 +177,6 @@ class AutoResult:
         return self.agreeing_patches / self.structured_patches if self.structured_patches else 0.0
 
 
-def _content_mask(shape: tuple[int, int], valid: np.ndarray | None, margin: int) -> np.ndarray:
-    """(H, W) uint8 mask (255 = usable) of ``valid`` eroded by ``margin`` pixels; outside the
-    frame counts as valid, so the frame's own border is not a warp border."""
-    if valid is None:
-        return np.full(shape, 255, np.uint8)
-    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
-    return cv2.erode((np.asarray(valid) > 0).astype(np.uint8) * 255, kernel,
-                     borderType=cv2.BORDER_CONSTANT, borderValue=255)
-
-
-def _gradients(gray: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    image = gray.astype(np.float32)
-    if sigma > 0:
-        image = cv2.GaussianBlur(image, (0, 0), sigma)
-    return (cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3, scale=0.125),
-            cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3, scale=0.125))
-
-
-def gradient_magnitude(gray: np.ndarray, sigma: float, valid: np.ndarray | None = None,
-                       post_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) uint8 image -> ((H, W) float32 gradient magnitude, (H, W) uint8 valid mask).
-
-    Pixels near the edge of ``valid`` (a (H, W) mask of real image content, nonzero = valid) are
-    dropped from the mask and zeroed, so the border of a warped image is not taken for an edge.
-    """
-    gx, gy = _gradients(gray, sigma)
-    magnitude = cv2.magnitude(gx, gy)
-    if post_sigma > 0:
-        magnitude = cv2.GaussianBlur(magnitude, (0, 0), post_sigma)
-    inner = _content_mask(gray.shape[:2], valid, int(np.ceil(3 * (sigma + post_sigma))) + 2)
-    magnitude[inner == 0] = 0
-    return magnitude, inner
-
-
-def orientation_features(gray: np.ndarray, sigma: float, valid: np.ndarray | None = None
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) uint8 image -> ((H, W, 2) float32 normalised gradient field in double-angle form,
-    (H, W) uint8 valid mask).
-
-    Channels: ((gx^2 - gy^2), 2 gx gy) / (e + e_noise), e = gx^2 + gy^2 the gradient energy
-    after a Gaussian blur of ``sigma`` and e_noise its median over the valid pixels. That is
-    (cos 2a, sin 2a) of the gradient angle a weighted by e / (e + e_noise): the same for a
-    dark-to-bright and a bright-to-dark edge, about 1 for any edge clearly above the median, about 0
-    in flat or noisy areas. The product of two such fields is w1 w2 cos(2 (a1 - a2)). Pixels
-    near the edge of ``valid`` are zeroed and masked as in ``gradient_magnitude``.
-    """
-    gx, gy = _gradients(gray, sigma)
-    energy = gx * gx + gy * gy
-    inner = _content_mask(gray.shape[:2], valid, int(np.ceil(3 * sigma)) + 2)
-    usable = energy[inner > 0]
-    noise = float(np.median(usable)) if usable.size else 0.0
-    denominator = energy + max(noise, 1e-6)
-    features = np.dstack([(gx * gx - gy * gy) / denominator, 2 * gx * gy / denominator])
-    features[inner == 0] = 0
-    return features, inner
-
-
-def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if image.shape[1::-1] == tuple(size):
-        return image
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
-# Parameter subspaces of the additive homography update (rows: h00 h01 h02 h10 h11 h12 h20 h21).
-_SIMILARITY_BASIS = np.array([[1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 1, 0],
-                              [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1],
-                              [0, 0, 0, 0], [0, 0, 0, 0]], np.float64)
-_AFFINE_BASIS = np.eye(8)[:, :6]
-_HOMOGRAPHY_BASIS = np.eye(8)
-_BASES = {"similarity": _SIMILARITY_BASIS, "affine": _AFFINE_BASIS,
-          "homography": _HOMOGRAPHY_BASIS}
-
-
-def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
-                     template_mask: np.ndarray | None = None,
-                     moving_mask: np.ndarray | None = None, model: str = "homography",
-                     iterations: int = 60, epsilon: float = 1e-5, max_samples: int | None = None,
-                     interpolation: int = cv2.INTER_LINEAR) -> tuple[float, np.ndarray]:
-    """Maximise the correlation coefficient of two multi-channel images over a warp (ECC).
-
-    ``template``: (H_t, W_t, C) float32, ``moving``: (H_m, W_m, C) float32, ``warp``: (3, 3)
-    map from template pixels to moving pixels (as in ``cv2.findTransformECC``); masks (H, W)
-    uint8, nonzero = use. ``model``: "similarity" (scale, rotation, shift added to the warp's
-    affine part), "affine" (its six affine terms) or "homography". Forward-additive
-    Gauss-Newton with ECC's closed-form scaling of the template (Evangelidis & Psarakis 2008);
-    the correlation is taken over all channels together. Stops after ``iterations`` or when no
-    corner of the template moves more than ``epsilon`` pixels. ``max_samples``: use the
-    template pixels of a regular grid of about this many (every k-th row and column), which
-    costs little precision on smooth maps and saves time at full resolution.
-    ``interpolation``: how ``moving`` and its gradients are resampled (``cv2.INTER_LINEAR`` or
-    ``cv2.INTER_CUBIC``, which is less biased at sub-pixel precision).
-    Returns (final correlation, (3, 3) float64 warp). Raises cv2.error when the images do not
-    overlap enough or the problem is degenerate.
-    """
-    basis = _BASES[model]
-    height, width = template.shape[:2]
-    channels = template.shape[2]
-    template = template.reshape(height, width, channels)
-    moving = moving.reshape(moving.shape[0], moving.shape[1], channels)
-    if template_mask is None:
-        template_mask = np.full((height, width), 255, np.uint8)
-    if moving_mask is None:
-        moving_mask = np.full(moving.shape[:2], 255, np.uint8)
-    # Central differences, in moving pixels.
-    kernel = np.array([[-0.5, 0, 0.5]], np.float32)
-    grad_x = cv2.filter2D(moving, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE)
-    grad_y = cv2.filter2D(moving, cv2.CV_32F, kernel.T, borderType=cv2.BORDER_REPLICATE)
-    # The image and its gradients are resampled together: one warp and one gather per
-    # iteration (twice as fast as three).
-    moving_and_gradients = np.concatenate(
-        [moving, grad_x.reshape(moving.shape), grad_y.reshape(moving.shape)], axis=2)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    sampled = np.zeros((height, width), bool)
-    step = 1 if max_samples is None else max(1, int(np.sqrt(height * width / max_samples)))
-    sampled[step // 2::step, step // 2::step] = True
-    template_mask = (template_mask > 0) & sampled
-    corners = image_corners((width, height))
-    warp = normalised(np.asarray(warp, np.float64))
-    flags = interpolation | cv2.WARP_INVERSE_MAP
-    correlation = 0.0
-    for _ in range(iterations):
-        size = (width, height)
-        warped_mask = cv2.warpPerspective(moving_mask, warp, size,
-                                          flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
-        use = (warped_mask > 0) & template_mask
-        if use.sum() < 16 * basis.shape[1]:
-            raise cv2.error("ecc_multichannel: too little overlap")
-        resampled = cv2.warpPerspective(moving_and_gradients, warp, size, flags=flags).reshape(
-            height, width, 3 * channels)[use].astype(np.float64)
-        image = resampled[:, :channels]  # (N, C)
-        wx, wy = resampled[:, channels:2 * channels], resampled[:, 2 * channels:]
-        x, y = xs[use], ys[use]
-        target = template[use].astype(np.float64)
-        image = image - image.mean()
-        target -= target.mean()
-        image_norm = np.sqrt(np.einsum("nc,nc->", image, image))
-        target_norm = np.sqrt(np.einsum("nc,nc->", target, target))
-        if image_norm == 0 or target_norm == 0:
-            raise cv2.error("ecc_multichannel: a flat image")
-        image_dot_target = np.einsum("nc,nc->", image, target)
-        correlation = float(image_dot_target / (image_norm * target_norm))
-        # Steepest-descent images (8, N, C): the moving gradient of each channel through the
-        # homography's Jacobian at each template pixel, then onto the model's P parameters;
-        # every channel's pixels are columns of one (P, N C) matrix for BLAS.
-        denominator = warp[2, 0] * x + warp[2, 1] * y + 1.0
-        u = (warp[0, 0] * x + warp[0, 1] * y + warp[0, 2]) / denominator
-        v = (warp[1, 0] * x + warp[1, 1] * y + warp[1, 2]) / denominator
-        along_u = wx / denominator[:, None]  # (N, C)
-        along_v = wy / denominator[:, None]
-        along_w = -(along_u * u[:, None] + along_v * v[:, None])
-        x, y = x[:, None], y[:, None]
-        descent = np.stack([along_u * x, along_u * y, along_u, along_v * x, along_v * y,
-                            along_v, along_w * x, along_w * y])
-        descent = basis.T @ descent.reshape(8, -1)  # (P, N C)
-        hessian_inverse = np.linalg.inv(descent @ descent.T)
-        image_projection = descent @ image.reshape(-1)
-        template_projection = descent @ target.reshape(-1)
-        numerator = image_norm ** 2 - image_projection @ hessian_inverse @ image_projection
-        denominator_scale = image_dot_target - \
-            template_projection @ hessian_inverse @ image_projection
-        if denominator_scale <= 0:
-            raise cv2.error("ecc_multichannel: the correlation is not positive")
-        error = numerator / denominator_scale * target - image
-        step = basis @ (hessian_inverse @ (descent @ error.reshape(-1)))
-        previous = transform_points(warp, corners)
-        warp = warp + np.append(step, 0.0).reshape(3, 3)
-        moved = np.abs(transform_points(warp, corners) - previous).max()
-        if moved < epsilon:
-            break
-    return correlation, warp
-
-
 @dataclass
 class _Level:
     """One pyramid level: features of both frames and the maps between level and full pixels."""
@@ -368,9 +199,9 @@ def _level(ir_frame: np.ndarray, vis_frame: np.ndarray, ir_valid: np.ndarray, wi
     factor = min(1.0, width / vis_size[0])
     vis_level = (max(8, round(vis_size[0] * factor)), max(8, round(vis_size[1] * factor)))
     ir_level = (max(8, round(ir_size[0] * factor)), max(8, round(ir_size[1] * factor)))
-    template, _ = orientation_features(_resize(vis_frame, vis_level), sigma)
-    level_valid = np.where(_resize(ir_valid, ir_level) == 255, 255, 0).astype(np.uint8)
-    moving, moving_mask = orientation_features(_resize(ir_frame, ir_level), sigma, level_valid)
+    template, _ = orientation_features(resize_area(vis_frame, vis_level), sigma)
+    level_valid = np.where(resize_area(ir_valid, ir_level) == 255, 255, 0).astype(np.uint8)
+    moving, moving_mask = orientation_features(resize_area(ir_frame, ir_level), sigma, level_valid)
     border = max(ir_level) // 4 if pad else 0
     moving = cv2.copyMakeBorder(moving, border, border, border, border, cv2.BORDER_CONSTANT,
                                 value=0)
@@ -598,7 +429,7 @@ def _registered_features(ir_frame: np.ndarray, vis_frame: np.ndarray, homography
                                                np.ones((3, 3), np.uint8)),
                               np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)) > 0
     moving[near_outline] = 0
-    eroded_content = _content_mask(content.shape, content, margin)
+    eroded_content = content_mask(content.shape, content, margin)
     mask = (inside == 0) | (eroded_content > 0)
     return template, moving, mask
 
@@ -666,7 +497,7 @@ def _warped_content(ir_valid: np.ndarray, homography: np.ndarray, vis_size: tupl
     3 px along its border, where the bilinear resampling (of a warped frame, and here) mixes
     in the black fill."""
     mask = cv2.warpPerspective(ir_valid, homography, vis_size, flags=cv2.INTER_NEAREST)
-    return _content_mask(mask.shape, mask, 3) > 0
+    return content_mask(mask.shape, mask, 3) > 0
 
 
 def _registered_intensities(ir_frame: np.ndarray, vis_frame: np.ndarray,
@@ -682,7 +513,7 @@ def _registered_intensities(ir_frame: np.ndarray, vis_frame: np.ndarray,
     if sigma > 0:
         template = cv2.GaussianBlur(template, (0, 0), sigma)
         moving = cv2.GaussianBlur(moving, (0, 0), sigma)
-        ir_valid = _content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)))
+        ir_valid = content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)))
     warped = cv2.warpPerspective(moving, homography, vis_size, flags=cv2.INTER_LINEAR)
     return template, warped, _warped_content(ir_valid, homography, vis_size)
 
@@ -716,7 +547,7 @@ def intensity_refinement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography
         if sigma > 0:
             template = cv2.GaussianBlur(template, (0, 0), sigma)
             moving = cv2.GaussianBlur(moving, (0, 0), sigma)
-        mask = _content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)) + 4)
+        mask = content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)) + 4)
         try:
             _, warp = ecc_multichannel(template[..., None], moving[..., None],
                                        np.linalg.inv(homography), moving_mask=mask,

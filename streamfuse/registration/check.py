@@ -10,7 +10,7 @@ import numpy as np
 
 from streamfuse.calibration import Calibration, IrRegistrar, warp_valid_mask
 from streamfuse.errors import StreamFuseError
-from streamfuse.registration.auto import gradient_magnitude
+from streamfuse.registration.ecc import gradient_magnitude
 
 
 def gradient_correlation(first: np.ndarray, second: np.ndarray, mask: np.ndarray | None = None,
