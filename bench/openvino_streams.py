@@ -39,28 +39,23 @@ sys.path.insert(0, str(REPO_ROOT))
 from streamfuse.bench import machine_description  # noqa: E402
 from streamfuse.checkpoint import load_checkpoint  # noqa: E402
 from streamfuse.engines import build_fuser  # noqa: E402
-from streamfuse.engines.int8 import quantize_wide_convolutions  # noqa: E402
+from streamfuse.engines.int8 import calibration_pairs, quantize_wide_convolutions  # noqa: E402
 from streamfuse.fuser import DEFAULT_WEIGHTS  # noqa: E402
 
 HEIGHT, WIDTH = 512, 640
-SAMPLES = REPO_ROOT / "samples" / "pairs"
 MODES = ("latency-b1", "latency-b2", "streams-b1")
 
 
 def sample_pairs() -> list[list[np.ndarray]]:
-    """The repository's sample pairs resized to 640x512, as ``[ir, vis]`` (1, 1, H, W) float32."""
-    pairs = []
-    for ir_path in sorted((SAMPLES / "ir").iterdir()):
-        vis_path = next((SAMPLES / "vis").glob(ir_path.stem + ".*"))
-        pairs.append([cv2.resize(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), (WIDTH, HEIGHT),
-                                 interpolation=cv2.INTER_AREA)[None, None].astype(np.float32) / 255
-                      for path in (ir_path, vis_path)])
-    return pairs
+    """The repository's sample pairs (the engine's int8 calibration set) resized to 640x512 and
+    kept on 8-bit levels like camera frames, as ``[ir, vis]`` (1, 1, H, W) float32 in [0, 1]."""
+    return [[cv2.resize(np.round(image[0, 0] * 255).astype(np.uint8), (WIDTH, HEIGHT),
+                        interpolation=cv2.INTER_AREA)[None, None].astype(np.float32) / 255
+             for image in pair] for pair in calibration_pairs()]
 
 
-def compiled_int8(model, rule: str, batch: int, threads: int, properties: dict) -> ov.CompiledModel:
-    """The engine's int8 graph for ``batch`` pairs at 640x512, compiled with ``properties``."""
-    fuser = build_fuser(model, rule, "openvino", "int8")
+def compiled_int8(fuser, batch: int, threads: int, properties: dict) -> ov.CompiledModel:
+    """``fuser``'s int8 graph for ``batch`` pairs at 640x512, compiled with ``properties``."""
     graph = fuser._model_for_batch(batch).clone()
     quantize_wide_convolutions(graph, fuser._calibrated_ranges())
     graph.reshape({port: ov.PartialShape([batch, 1, HEIGHT, WIDTH]) for port in graph.inputs})
@@ -94,13 +89,13 @@ def main() -> None:
                for first, second in zip(singles[::2], singles[1::2])]
     rules = ("saliency+cam", "sum")
     runs = {}  # (rule, mode) -> (compiled, jobs, requests)
+    latency, streams = {"PERFORMANCE_HINT": "LATENCY"}, {"NUM_STREAMS": args.threads}
     for rule in rules:
-        runs[rule, "latency-b1"] = (compiled_int8(model, rule, 1, args.threads,
-                                                  {"PERFORMANCE_HINT": "LATENCY"}), 1, singles)
-        runs[rule, "latency-b2"] = (compiled_int8(model, rule, 2, args.threads,
-                                                  {"PERFORMANCE_HINT": "LATENCY"}), 1, doubles)
-        runs[rule, "streams-b1"] = (compiled_int8(model, rule, 1, args.threads,
-                                                  {"NUM_STREAMS": args.threads}), args.threads, singles)
+        fuser = build_fuser(model, rule, "openvino", "int8")
+        runs[rule, "latency-b1"] = (compiled_int8(fuser, 1, args.threads, latency), 1, singles)
+        runs[rule, "latency-b2"] = (compiled_int8(fuser, 2, args.threads, latency), 1, doubles)
+        runs[rule, "streams-b1"] = (compiled_int8(fuser, 1, args.threads, streams), args.threads,
+                                    singles)
     differences = {}
     for rule in rules:
         reference = runs[rule, "latency-b1"][0](singles[0])[0].copy()
