@@ -174,7 +174,7 @@ def test_an_engine_that_builds_per_size_says_so_once_per_frame_size(tmp_path, cl
     height, width = cv2.imread(str(next((tmp_path / "fused").glob("*.png")))).shape[:2]
     notices = [r.getMessage() for r in caplog.records if "builds its network" in r.getMessage()]
     assert notices == [f"inference: the openvino engine builds its network for {width}x{height} frames, "
-                       "batch 2 (once per frame size; up to a minute)"]
+                       "batch 2 (once per frame size; up to a minute or two the first time, less from its cache)"]
 
 
 def test_eager_gets_short_batches_as_they_are(tmp_path, clips, weights):

@@ -235,15 +235,15 @@ class Pipeline:
 
     def _announce_build(self, engine: str, pair, sizes_seen: set) -> None:
         """Says so when an engine that builds one network per input size meets a new frame
-        size: its first batch waits for that build (about a minute for ``compile``), and the
-        progress bar would otherwise look stuck."""
+        size: its first batch waits for that build (60 s for ``compile`` on an H100 in session 20,
+        16 s from Inductor's cache), and the progress bar would otherwise look stuck."""
         size = pair.vis.image.shape[:2]
         if size in sizes_seen:
             return
         sizes_seen.add(size)
         log.info("inference: the %s engine builds its network for %dx%d frames, batch %d "
-                 "(once per frame size; up to a minute)", engine, size[1], size[0],
-                 self.config.inference.batch_size)
+                 "(once per frame size; up to a minute or two the first time, less from its cache)",
+                 engine, size[1], size[0], self.config.inference.batch_size)
 
     # -- the run ---------------------------------------------------------------------------
     def _open_sources(self) -> dict:
