@@ -425,7 +425,10 @@ class IrRegistrar:
     """Warps IR frames into the visible frame's geometry with maps computed once.
 
     ``registrar(ir_frame)``: (H_ir, W_ir) or (H_ir, W_ir, C) uint8 -> (H_vis, W_vis[, C]) uint8.
-    Pixels that see no IR content are 0. An identity calibration returns the frame itself.
+    Pixels that see no IR content (:func:`warp_valid_mask` is False) take the nearest pixel of
+    the IR frame's edge: a black fill would be a hard edge the fusion network reads as
+    structure, and it darkened a band of the fused frame. An identity calibration returns the
+    frame itself.
     """
 
     def __init__(self, calibration: Calibration):
@@ -451,4 +454,4 @@ class IrRegistrar:
         if self.is_identity:
             return ir_frame
         return cv2.remap(ir_frame, self._map_xy, self._map_frac, cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                         borderMode=cv2.BORDER_REPLICATE)

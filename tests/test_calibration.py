@@ -99,13 +99,16 @@ def test_missing_file_is_named(tmp_path):
 
 def _bilinear_reference(image: np.ndarray, homography: np.ndarray,
                         vis_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Straightforward float64 inverse warp: (image, valid) for every visible pixel."""
+    """Straightforward float64 inverse warp: (image, valid) for every visible pixel. A pixel
+    that sees no IR content (not valid) takes the IR frame's edge: its sampling point is moved
+    onto the frame first."""
     width, height = vis_size
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     points = np.linalg.inv(homography) @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
     px, py = points[0] / points[2], points[1] / points[2]
     h, w = image.shape
     valid = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
+    px, py = np.clip(px, 0, w - 1), np.clip(py, 0, h - 1)
     x0 = np.clip(np.floor(px).astype(int), 0, w - 2)
     y0 = np.clip(np.floor(py).astype(int), 0, h - 2)
     fx, fy = px - x0, py - y0
@@ -132,14 +135,15 @@ def test_registrar_matches_float64_reference(source, tno_pair):
     # remap samples at 1/32 pixel and rounds to uint8: within 1.5 gray levels on average-sized
     # gradients; stated tolerance: mean < 0.5 and 99.9th percentile <= 3 levels.
     inner = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    difference = np.abs(registered.astype(np.float64) - reference)[inner]
+    difference = np.abs(registered.astype(np.float64) - reference)
     assert registered.shape == (150, 200) and registered.dtype == np.uint8
     assert difference.mean() < 0.5
     assert np.percentile(difference, 99.9) <= 3
     assert np.array_equal(warp_valid_mask(calibration)[inner], valid[inner])
-    # Outside (beyond the one-pixel blend with the zero border) nothing is drawn.
-    assert np.all(registered[~cv2.dilate(valid.astype(np.uint8), np.ones((5, 5))).astype(bool)]
-                  == 0)
+    # Outside the IR frame's view: its edge, extended, not black.
+    outside = ~valid
+    assert outside.sum() > 500
+    assert difference[outside].max() <= 3 and registered[outside].mean() > 20
 
 
 def test_registrar_colour_frames_and_wrong_size():
