@@ -44,12 +44,22 @@ def check_scores(calibration: Calibration, ir_frame: np.ndarray, vis_frame: np.n
             gradient_correlation(registered, vis_frame, mask), stretched, registered)
 
 
+# The overlay draws the IR frame's edges whose gradient is among its strongest 10 % (Canny's high
+# threshold; the low one is half of it).
+EDGE_PERCENTILE = 90
+
+
 def edge_overlay(ir_frame: np.ndarray, vis_frame: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 BGR: the visible frame, dimmed, with the IR frame's edges in red.
     Both inputs (H, W) uint8 of the same size."""
-    median = float(np.median(ir_frame))
-    edges = cv2.Canny(cv2.GaussianBlur(ir_frame, (5, 5), 0), 0.66 * median + 10,
-                      1.33 * median + 20) > 0
+    blurred = cv2.GaussianBlur(ir_frame, (5, 5), 0)
+    # Thresholds from the frame's own gradients (Canny's L1 Sobel magnitude): its strongest edges
+    # are drawn whatever its brightness; a threshold from the median gray level drew none on a
+    # bright, smooth thermal frame.
+    magnitude = (np.abs(cv2.Sobel(blurred, cv2.CV_32F, 1, 0))
+                 + np.abs(cv2.Sobel(blurred, cv2.CV_32F, 0, 1)))
+    high = max(float(np.percentile(magnitude, EDGE_PERCENTILE)), 1.0)
+    edges = cv2.Canny(blurred, 0.5 * high, high) > 0
     overlay = cv2.cvtColor((vis_frame * 0.7).astype(np.uint8), cv2.COLOR_GRAY2BGR)
     overlay[edges] = (0, 0, 255)
     return overlay
