@@ -176,8 +176,14 @@ def memory(frames_short: int) -> dict:
                 f"inference: {{weights: {weights}, threads: 1}}\n"
                 f"sinks: {{video: {{path: {tmp / f'out_{label}.mp4'}}}}}\n"
             )
-            output = subprocess.run([sys.executable, __file__, "--memory-child", str(config)], cwd=REPO_ROOT,
-                                    capture_output=True, text=True, check=True).stdout
+            child = [sys.executable, __file__, "--memory-child", str(config)]
+            if label == "short":
+                # Unmeasured first run: the engine converts this new network and calibrates its
+                # int8 ranges once, then caches them; measured first, that run peaked at 785 MB
+                # against 413 MB for the long one after it (session 20). Both measured runs now
+                # find the cache in the same state.
+                subprocess.run(child, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+            output = subprocess.run(child, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
             run = json.loads(output.strip().splitlines()[-1])
             samples = run.pop("rss_mb_samples")
             half = len(samples) // 2
