@@ -763,7 +763,7 @@ def test_auto_over_a_clip_and_check(tmp_path, capsys):
 
 
 def test_shipped_demo_calibration_registers_the_demo_clip(capsys):
-    """The demo clip's source pair, TNO 001, is itself 2-3 px off at the clip's size; the
+    """The demo clip's source pair, TNO 001, is itself 1-3 px off at the clip's size; the
     calibration shipped for it (written by --auto on the clip) must register the clip better
     than leaving it as it is, and the demo config must use it."""
     demo = REPO_ROOT / "samples" / "demo"
