@@ -28,6 +28,10 @@ DISTORTION_LENGTHS = (4, 5, 8, 12, 14)
 # Above this condition number (of the homography in normalised [-1, 1] image coordinates) the
 # warp squashes the image onto a line: such a file is a mistake, never a real camera pair.
 MAX_CONDITION = 1e6
+# The fused frame gives way to the visible frame over this many pixels inside the edge of the IR
+# camera's view: the network's seven 3x3 layers and the fusion layer's guided filter (radius 7)
+# carry what lies beyond that edge about this far in.
+VIEW_FEATHER_PX = 8
 
 _TOP_LEVEL_KEYS = (
     "version", "ir_size", "vis_size", "homography", "time_offset", "ir_camera", "vis_camera",
@@ -421,14 +425,38 @@ def warp_valid_mask(calibration: Calibration) -> np.ndarray:
     )
 
 
+def ir_view_weight(calibration: Calibration, feather_px: float = VIEW_FEATHER_PX
+                   ) -> np.ndarray | None:
+    """(H_vis, W_vis) float32 in [0, 1]: how much of the fused frame to show at each visible
+    pixel. 0 where the IR camera sees nothing (:func:`warp_valid_mask`), rising to 1 over
+    ``feather_px`` inside the edge of its view; None when it sees the whole visible frame."""
+    valid = warp_valid_mask(calibration)
+    if valid.all():
+        return None
+    distance = cv2.distanceTransform(valid.astype(np.uint8), cv2.DIST_L2, 5)
+    return np.clip(distance / feather_px, 0.0, 1.0).astype(np.float32)
+
+
+def visible_outside_ir_view(fused: np.ndarray, vis_frame: np.ndarray, weight: np.ndarray
+                            ) -> np.ndarray:
+    """The fused frame where the IR camera sees, the visible frame where it does not: (H, W) or
+    (H, W, 3) uint8 ``fused`` and ``vis_frame`` (same shape), (H, W) ``weight`` from
+    :func:`ir_view_weight` -> ``round(weight * fused + (1 - weight) * vis_frame)``, uint8."""
+    if fused.ndim == 3:
+        weight = weight[..., None]
+    vis = vis_frame.astype(np.float32)
+    return np.rint(vis + weight * (fused.astype(np.float32) - vis)).astype(np.uint8)
+
+
 class IrRegistrar:
     """Warps IR frames into the visible frame's geometry with maps computed once.
 
     ``registrar(ir_frame)``: (H_ir, W_ir) or (H_ir, W_ir, C) uint8 -> (H_vis, W_vis[, C]) uint8.
     Pixels that see no IR content (:func:`warp_valid_mask` is False) take the nearest pixel of
     the IR frame's edge: a black fill would be a hard edge the fusion network reads as
-    structure, and it darkened a band of the fused frame. An identity calibration returns the
-    frame itself.
+    structure, and it darkened a band of the fused frame. The pipeline shows the visible frame
+    there instead of the fused one (``view_weight``, :func:`visible_outside_ir_view`). An
+    identity calibration returns the frame itself.
     """
 
     def __init__(self, calibration: Calibration):
@@ -437,6 +465,7 @@ class IrRegistrar:
         self.is_identity = calibration.is_identity
         self._map_xy: np.ndarray | None = None
         self._map_frac: np.ndarray | None = None
+        self.view_weight = None if self.is_identity else ir_view_weight(calibration)
         if not self.is_identity:
             points = ir_sampling_points(calibration).astype(np.float32)
             # Fixed-point maps: remap's fastest form, 1/32 pixel interpolation steps.

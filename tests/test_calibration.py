@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from streamfuse.calibration import (
-    Calibration, CameraIntrinsics, IrRegistrar, load_calibration, save_calibration,
-    warp_valid_mask,
+    VIEW_FEATHER_PX, Calibration, CameraIntrinsics, IrRegistrar, load_calibration,
+    save_calibration, visible_outside_ir_view, warp_valid_mask,
 )
 from streamfuse.errors import StreamFuseError
 from streamfuse.registration.geometry import random_homography
@@ -144,6 +144,35 @@ def test_registrar_matches_float64_reference(source, tno_pair):
     outside = ~valid
     assert outside.sum() > 500
     assert difference[outside].max() <= 3 and registered[outside].mean() > 20
+
+
+def test_outside_the_ir_view_the_visible_frame_shows_with_a_feathered_edge():
+    # A narrow IR camera: its 64x48 frame covers the centre of the 160x120 visible frame.
+    calibration = Calibration(ir_size=(64, 48), vis_size=(160, 120),
+                              homography=np.array([[1.5, 0, 32], [0, 1.5, 24], [0, 0, 1.0]]))
+    valid = warp_valid_mask(calibration)
+    weight = IrRegistrar(calibration).view_weight
+    assert weight.shape == (120, 160) and weight.dtype == np.float32
+    assert np.all(weight[~valid] == 0) and weight[60, 80] == 1
+    # It rises over VIEW_FEATHER_PX inside the edge of the view: 1 px in, 1/8; 8 px in, 1.
+    first = int(np.argmax(valid[60]))
+    assert weight[60, first] == pytest.approx(1 / VIEW_FEATHER_PX, abs=0.02)
+    assert weight[60, first + VIEW_FEATHER_PX - 1] == pytest.approx(1.0, abs=0.02)
+    assert np.all(np.diff(weight[60, : 80]) >= 0)
+    rng = np.random.default_rng(1)
+    for shape in ((120, 160), (120, 160, 3)):
+        fused = rng.integers(0, 256, shape, dtype=np.uint8)
+        vis = rng.integers(0, 256, shape, dtype=np.uint8)
+        shown = visible_outside_ir_view(fused, vis, weight)
+        per_pixel = weight.astype(np.float64)[..., None] if len(shape) == 3 else weight
+        reference = np.rint(per_pixel * fused + (1 - per_pixel) * vis.astype(np.float64))
+        assert shown.dtype == np.uint8 and np.abs(shown - reference).max() <= 1
+        assert np.array_equal(shown[~valid], vis[~valid])
+        assert np.array_equal(shown[weight == 1], fused[weight == 1])
+    # Identity and a view that covers the visible frame: nothing to blend.
+    assert IrRegistrar(Calibration.identity(64, 48)).view_weight is None
+    covering = Calibration(ir_size=(64, 48), vis_size=(64, 48), homography=np.diag([1.1, 1.1, 1.0]))
+    assert IrRegistrar(covering).view_weight is None
 
 
 def test_registrar_colour_frames_and_wrong_size():

@@ -455,10 +455,13 @@ def test_image_folders_pair_by_file_name_and_fuse_like_fuse(tmp_path, weights, f
 
 
 def test_calibration_warps_ir_into_the_visible_geometry_and_sets_the_time_offset(tmp_path, weights, fuser):
-    from streamfuse.calibration import Calibration, IrRegistrar, save_calibration
+    from streamfuse.calibration import (
+        Calibration, IrRegistrar, save_calibration, visible_outside_ir_view, warp_valid_mask,
+    )
 
     # The IR camera sees the scene at 80x60, shifted; the calibration maps it onto the 64x48
-    # visible frame and carries the clock offset (the config sets none).
+    # visible frame and carries the clock offset (the config sets none). Its view misses the
+    # visible frame's top rows and right columns: there the output is the visible frame.
     homography = np.array([[0.8, 0.0, -3.0], [0.0, 0.8, 2.0], [0.0, 0.0, 1.0]])
     calibration = Calibration(ir_size=(80, 60), vis_size=(64, 48), homography=homography,
                               time_offset=OFFSET, method="points")
@@ -477,8 +480,13 @@ def test_calibration_warps_ir_into_the_visible_geometry_and_sets_the_time_offset
     expected = reference_pairs(ir_times, vis_times, OFFSET, TOLERANCE)
     outputs = read_pngs(tmp_path / "fused")
     assert len(outputs) == len(expected) > 15
+    outside = ~warp_valid_mask(calibration)
+    assert outside.sum() > 100
     for output, (i, j) in zip(outputs, expected):
-        assert max_difference(output, fuser.fuse(registrar(ir_images[i]), vis_images[j])) <= 1
+        fused = fuser.fuse(registrar(ir_images[i]), vis_images[j])
+        assert max_difference(output, visible_outside_ir_view(fused, vis_images[j],
+                                                              registrar.view_weight)) <= 1
+        assert max_difference(output[outside], vis_images[j][outside]) <= 1
 
 
 def test_invalid_calibration_file_is_a_one_line_error(tmp_path, clips, weights, capsys):
