@@ -105,6 +105,41 @@ def test_size_mismatch_is_named_or_resized(tmp_path, weights, capsys):
     assert cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_UNCHANGED).shape == (72, 96)
 
 
+def test_images_and_folders_register_with_a_calibration(tmp_path, weights, capsys):
+    from streamfuse.calibration import (
+        Calibration, IrRegistrar, save_calibration, visible_outside_ir_view, warp_valid_mask,
+    )
+
+    # A narrower IR camera at 2/3 of the visible resolution: it sees the visible frame's centre.
+    ir, vis = small_real_pair()
+    narrow_ir = cv2.resize(ir[12:60, 16:80], (48, 36), interpolation=cv2.INTER_AREA)
+    calibration = Calibration(ir_size=(48, 36), vis_size=(96, 72),
+                              homography=np.array([[4 / 3, 0, 16], [0, 4 / 3, 12], [0, 0, 1.0]]))
+    save_calibration(calibration, tmp_path / "pair.yaml")
+    ir_path, vis_path = write_pair(tmp_path / "in", "p", narrow_ir, vis)
+    base = ["fuse", "--weights", str(weights), "--calibration", str(tmp_path / "pair.yaml")]
+    assert main(base + ["--ir", str(ir_path), "--vis", str(vis_path), "-o", str(tmp_path / "o.png")]) == 0
+    assert main(base + ["--ir", str(tmp_path / "in" / "ir"), "--vis", str(tmp_path / "in" / "vis"),
+                        "-o", str(tmp_path / "folder")]) == 0
+    registrar = IrRegistrar(calibration)
+    fused = Fuser.from_weights(weights).fuse(registrar(narrow_ir), vis)
+    expected = visible_outside_ir_view(fused, vis, registrar.view_weight)
+    outside = ~warp_valid_mask(calibration)
+    for written in (tmp_path / "o.png", tmp_path / "folder" / "p.png"):
+        image = cv2.imread(str(written), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(image, expected)
+        assert outside.sum() > 1000 and np.array_equal(image[outside], vis[outside])
+    # An IR image of another size than the calibration's, and --resize beside --calibration.
+    wrong_path, _ = write_pair(tmp_path / "wrong", "w", ir, vis)
+    capsys.readouterr()
+    assert main(base + ["--ir", str(wrong_path), "--vis", str(vis_path), "-o", str(tmp_path / "w.png")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert str(wrong_path) in error and "ir_size is 48x36" in error and len(error.splitlines()) == 1
+    assert main(base + ["--ir", str(ir_path), "--vis", str(vis_path), "-o", str(tmp_path / "r.png"),
+                        "--resize"]) == 2
+    assert "pass one" in capsys.readouterr().err
+
+
 def test_folder_run_goes_on_past_bad_pairs_and_reports_them(tmp_path, weights, capsys):
     data = tmp_path / "data"
     for index, stem in enumerate(["001", "002", "003"]):
@@ -174,7 +209,7 @@ def test_video_arguments_that_cannot_work_are_one_line_errors(tmp_path, capsys):
         (["--ir", video, "--vis", video, "-o", tmp_path / "o.png"], "videos are fused into a video file"),
         (["--ir", video, "--vis", video, "-o", tmp_path / "o.mp4", "--resize"], "pass --calibration"),
         (["--ir", image, "--vis", image, "-o", tmp_path / "o.png", "--calibration", tmp_path / "c.yaml"],
-         "--calibration is for videos"),
+         "c.yaml: calibration file not found"),
     ]:
         assert main(["fuse", *map(str, arguments)]) == 2
         error = capsys.readouterr().err.strip()

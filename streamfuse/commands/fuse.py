@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from streamfuse.calibration import IrRegistrar, load_calibration, visible_outside_ir_view
 from streamfuse.commands.run import log_to_terminal, report
 from streamfuse.engines import ENGINES, PRECISIONS, create_fuser
 from streamfuse.errors import StreamFuseError
@@ -42,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rule", default=FusionConfig.rule, help=f"fusion rule (default {FusionConfig.rule}; e.g. sum, l1+cam)")
     parser.add_argument("--resize", action="store_true", help="images: resize IR to the visible size when they differ")
     parser.add_argument("--calibration", type=Path,
-                        help="videos: calibration YAML registering IR onto the visible camera "
-                        "(see calibration/README.md); default: the cameras are aligned")
+                        help="calibration YAML registering IR onto the visible camera (see "
+                        "calibration/README.md); default: the cameras are aligned")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--engine", choices=["auto", *ENGINES],
                         help="inference engine (default: eager for images, bit-reproducible stills; "
@@ -54,10 +55,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def load_pair(ir_path: Path, vis_path: Path, resize: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Read a pair; IR is brought to gray (and to the visible size with ``resize``)."""
+def load_pair(ir_path: Path, vis_path: Path, resize: bool, registrar: IrRegistrar | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Read a pair; IR is brought to gray, and registered onto the visible camera with
+    ``registrar`` (or resized to the visible size with ``resize``)."""
     ir = read_image(ir_path, gray=True)
     vis = read_image(vis_path)
+    if registrar is not None:
+        try:
+            ir = registrar(ir)
+        except StreamFuseError as error:
+            raise StreamFuseError(f"{ir_path}: {error}") from None
+        if ir.shape[:2] != vis.shape[:2]:
+            raise StreamFuseError(
+                f"{vis_path} is {vis.shape[1]}x{vis.shape[0]} but the calibration's vis_size is "
+                f"{ir.shape[1]}x{ir.shape[0]}: use the calibration of this camera pair"
+            )
     if ir.shape[:2] != vis.shape[:2]:
         if not resize:
             raise StreamFuseError(
@@ -75,27 +88,41 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
+def fuse_registered(fuser, ir: np.ndarray, vis: np.ndarray, registrar: IrRegistrar | None
+                    ) -> np.ndarray:
+    """The fused image of a loaded pair; where the calibration leaves the IR camera's view, the
+    visible image (as the pipeline does)."""
+    fused = fuser.fuse(ir, vis)
+    if registrar is not None and registrar.view_weight is not None:
+        fused = visible_outside_ir_view(fused, vis, registrar.view_weight)
+    return fused
+
+
 def run(args: argparse.Namespace) -> int:
     fusion = FusionConfig(rule=args.rule)
     if is_video(args.ir) or is_video(args.vis):
         return fuse_videos(args, fusion)
-    if args.calibration is not None:
-        raise StreamFuseError("--calibration is for videos; for images of different sizes pass --resize")
+    if args.calibration is not None and args.resize:
+        raise StreamFuseError("--calibration and --resize both bring IR to the visible frame: pass one")
     args.engine, args.precision = args.engine or "eager", args.precision or "fp32"
     if args.ir.is_dir() != args.vis.is_dir():
         raise StreamFuseError(f"--ir {args.ir} and --vis {args.vis} must both be files or both be folders")
+    registrar = None
+    if args.calibration is not None:
+        registrar = IrRegistrar(load_calibration(args.calibration))
     if not args.ir.is_dir():
         fuser = create_fuser(args.weights, fusion, args.engine, args.precision, args.device)
-        ir, vis = load_pair(args.ir, args.vis, args.resize)
+        ir, vis = load_pair(args.ir, args.vis, args.resize, registrar)
         as_folder = args.output.is_dir() or not args.output.suffix
         output = args.output / f"{args.ir.stem}.png" if as_folder else args.output
-        write_png(output, fuser.fuse(ir, vis))
+        write_png(output, fuse_registered(fuser, ir, vis, registrar))
         print(f"wrote {output}")
         return 0
-    return fuse_folders(args, fusion)
+    return fuse_folders(args, fusion, registrar)
 
 
-def fuse_folders(args: argparse.Namespace, fusion: FusionConfig) -> int:
+def fuse_folders(args: argparse.Namespace, fusion: FusionConfig,
+                 registrar: IrRegistrar | None) -> int:
     pairs, unmatched = pair_files(args.ir, args.vis)
     if not pairs:
         raise StreamFuseError(f"no pairs: no image stem is in both {args.ir} and {args.vis}")
@@ -104,8 +131,8 @@ def fuse_folders(args: argparse.Namespace, fusion: FusionConfig) -> int:
     done = 0
     for stem, ir_path, vis_path in tqdm(pairs, desc="fusing", unit="pair"):
         try:
-            ir, vis = load_pair(ir_path, vis_path, args.resize)
-            write_png(args.output / f"{stem}.png", fuser.fuse(ir, vis))
+            ir, vis = load_pair(ir_path, vis_path, args.resize, registrar)
+            write_png(args.output / f"{stem}.png", fuse_registered(fuser, ir, vis, registrar))
             done += 1
         except StreamFuseError as error:
             failures.append(str(error))
