@@ -444,8 +444,8 @@ def visible_outside_ir_view(fused: np.ndarray, vis_frame: np.ndarray, weight: np
     :func:`ir_view_weight` -> ``round(weight * fused + (1 - weight) * vis_frame)``, uint8.
     ``vis_weight``: ``1 - weight`` when the caller keeps it (it is the same for every frame).
 
-    ``cv2.blendLinear`` does it in one pass: the same within a gray level as NumPy in float32,
-    at 6 ms against 140 ms for a 1920x1080 colour frame."""
+    It runs once per frame, so it is ``cv2.blendLinear``, one pass over the frames (the same
+    within a gray level as the float formula, exact where the weight is 0 or 1)."""
     if vis_weight is None:
         vis_weight = (1.0 - weight).astype(np.float32)
     return cv2.blendLinear(fused, vis_frame, weight, vis_weight)
