@@ -6,8 +6,9 @@ that share no step with `--auto`'s ECC, then `--check`'s score of the shipped ca
 - the still at full size: gradient-magnitude correlation (``registration.check``'s score, over
   the image less a 60 px band) with the IR image moved by whole pixels;
 - the same still: ``block_matching_fit`` of bench/calibration_accuracy.py (patch NCC + RANSAC);
-- the clip: the same correlation, pooled over its 75 frame pairs (each visible frame with the IR
-  frame nearest in time), with the IR frames moved down by 0-4 px;
+- the clip: the same correlation, pooled over its frame pairs (as `streamfuse calibrate` pairs
+  two videos: each IR frame with the visible frame nearest in time), with the IR frames moved
+  down by 0-4 px;
 - ``check_scores`` of calibration/demo.yaml and of the identity on the same frame pairs.
 
     python bench/demo_alignment.py [--data ../shared/data] [--out bench/results/demo-alignment.json]
@@ -20,7 +21,6 @@ import json
 import sys
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 from calibration_accuracy import block_matching_fit  # noqa: E402
 from streamfuse.calibration import Calibration, load_calibration  # noqa: E402
 from streamfuse.registration.check import check_scores, gradient_correlation  # noqa: E402
+from streamfuse.registration.frames import read_pairs  # noqa: E402
 
 DEMO = REPO_ROOT / "samples" / "demo"
 CALIBRATION = REPO_ROOT / "calibration" / "demo.yaml"
@@ -42,16 +43,6 @@ def moved(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     matrix = np.float32([[1, 0, dx], [0, 1, dy]])
     return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
-
-
-def clip_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
-    """(IR frame, visible frame) for each visible frame, IR nearest in time, as the demo pairs."""
-    def frames(path: Path) -> list[tuple[float, np.ndarray]]:
-        with av.open(str(path)) as container:
-            return [(frame.time, frame.to_ndarray(format="gray")) for frame in container.decode(video=0)]
-    ir_frames = frames(DEMO / "ir.mp4")
-    return [(min(ir_frames, key=lambda item: abs(item[0] - time))[1], vis)
-            for time, vis in frames(DEMO / "vis.mp4")]
 
 
 def still_scan(ir: np.ndarray, vis: np.ndarray) -> dict:
@@ -78,7 +69,7 @@ def main() -> None:
     homography, matches = block_matching_fit(ir, vis)
     centre = np.array([ir.shape[1] / 2, ir.shape[0] / 2, 1.0])
     moved_centre = homography @ centre
-    pairs = clip_pairs()
+    pairs = read_pairs(DEMO / "ir.mp4", DEMO / "vis.mp4")
     border = np.zeros(pairs[0][1].shape, bool)
     border[8:-8, 8:-8] = True
     clip_by_dy = {float(dy): float(np.mean([gradient_correlation(moved(i, 0, dy), v, border)
