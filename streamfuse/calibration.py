@@ -415,22 +415,25 @@ def ir_sampling_points(calibration: Calibration) -> np.ndarray:
     return points.reshape(height, width, 2)
 
 
-def warp_valid_mask(calibration: Calibration) -> np.ndarray:
-    """(H_vis, W_vis) bool: the visible pixels that receive IR content after registration."""
-    points = ir_sampling_points(calibration)
-    width, height = calibration.ir_size
+def _inside_ir_frame(points: np.ndarray, ir_size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 2) IR sampling points -> (H, W) bool: those inside the IR frame."""
+    width, height = ir_size
     return (
         (points[..., 0] >= 0) & (points[..., 0] <= width - 1)
         & (points[..., 1] >= 0) & (points[..., 1] <= height - 1)
     )
 
 
-def ir_view_weight(calibration: Calibration, feather_px: float = VIEW_FEATHER_PX
-                   ) -> np.ndarray | None:
+def warp_valid_mask(calibration: Calibration) -> np.ndarray:
+    """(H_vis, W_vis) bool: the visible pixels that receive IR content after registration."""
+    return _inside_ir_frame(ir_sampling_points(calibration), calibration.ir_size)
+
+
+def ir_view_weight(valid: np.ndarray, feather_px: float = VIEW_FEATHER_PX) -> np.ndarray | None:
     """(H_vis, W_vis) float32 in [0, 1]: how much of the fused frame to show at each visible
-    pixel. 0 where the IR camera sees nothing (:func:`warp_valid_mask`), rising to 1 over
-    ``feather_px`` inside the edge of its view; None when it sees the whole visible frame."""
-    valid = warp_valid_mask(calibration)
+    pixel, from the (H_vis, W_vis) bool :func:`warp_valid_mask`. 0 where the IR camera sees
+    nothing, rising to 1 over ``feather_px`` inside the edge of its view; None when it sees the
+    whole visible frame."""
     if valid.all():
         return None
     distance = cv2.distanceTransform(valid.astype(np.uint8), cv2.DIST_L2, 5)
@@ -469,11 +472,14 @@ class IrRegistrar:
         self.is_identity = calibration.is_identity
         self._map_xy: np.ndarray | None = None
         self._map_frac: np.ndarray | None = None
-        self.view_weight = None if self.is_identity else ir_view_weight(calibration)
-        self.vis_weight = None if self.view_weight is None else \
-            (1.0 - self.view_weight).astype(np.float32)
+        self.view_weight: np.ndarray | None = None
+        self.vis_weight: np.ndarray | None = None
         if not self.is_identity:
-            points = ir_sampling_points(calibration).astype(np.float32)
+            points = ir_sampling_points(calibration)
+            self.view_weight = ir_view_weight(_inside_ir_frame(points, self.ir_size))
+            if self.view_weight is not None:
+                self.vis_weight = (1.0 - self.view_weight).astype(np.float32)
+            points = points.astype(np.float32)
             # Fixed-point maps: remap's fastest form, 1/32 pixel interpolation steps.
             self._map_xy, self._map_frac = cv2.convertMaps(
                 points[..., 0], points[..., 1], cv2.CV_16SC2
