@@ -485,6 +485,13 @@ class IrRegistrar:
                 points[..., 0], points[..., 1], cv2.CV_16SC2
             )
 
+    def outside_view(self, fused: np.ndarray, vis_frame: np.ndarray) -> np.ndarray:
+        """The fused frame of a registered pair, with the visible frame where the IR camera sees
+        nothing (:func:`visible_outside_ir_view`); the fused frame itself where it sees all."""
+        if self.view_weight is None:
+            return fused
+        return visible_outside_ir_view(fused, vis_frame, self.view_weight, self.vis_weight)
+
     def __call__(self, ir_frame: np.ndarray) -> np.ndarray:
         height, width = ir_frame.shape[:2]
         if (width, height) != self.ir_size:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from streamfuse.calibration import IrRegistrar, load_calibration, visible_outside_ir_view
+from streamfuse.calibration import IrRegistrar, load_calibration
 from streamfuse.commands.run import log_to_terminal, report
 from streamfuse.engines import ENGINES, PRECISIONS, create_fuser
 from streamfuse.errors import StreamFuseError
@@ -93,9 +93,7 @@ def fuse_registered(fuser, ir: np.ndarray, vis: np.ndarray, registrar: IrRegistr
     """The fused image of a loaded pair; where the calibration leaves the IR camera's view, the
     visible image (as the pipeline does)."""
     fused = fuser.fuse(ir, vis)
-    if registrar is not None and registrar.view_weight is not None:
-        fused = visible_outside_ir_view(fused, vis, registrar.view_weight, registrar.vis_weight)
-    return fused
+    return fused if registrar is None else registrar.outside_view(fused, vis)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from streamfuse.calibration import IrRegistrar, load_calibration, visible_outside_ir_view
+from streamfuse.calibration import IrRegistrar, load_calibration
 from streamfuse.errors import StreamFuseError
 from streamfuse.images import pair_files
 from streamfuse.pipeline.batching import END, StageQueue, collect_batch, fill_batch, split_by_shape
@@ -113,9 +113,9 @@ class Pipeline:
         self.stop = stop or threading.Event()
         self.errors: list[str] = []
         self._fatal = False
-        # (H, W) weights of the fused and the visible frame, where the calibration leaves part of
-        # the visible frame outside the IR camera's view (set by run()).
-        self._view_weights = None
+        # The calibration's registrar (set by run()): _infer shows the visible frame where the IR
+        # camera sees nothing.
+        self._registrar: IrRegistrar | None = None
         live = config.live
         self.queues = {
             IR: StageQueue("ir", config.queues.capture, drop_oldest=live),
@@ -223,8 +223,8 @@ class Pipeline:
                     ir_frames = fill_batch([p.ir.image for p in group], fill_to)
                     vis_frames = fill_batch([p.vis.image for p in group], fill_to)
                     fused = self.engine.fuse_batch(ir_frames, vis_frames)[: len(group)]
-                    if self._view_weights is not None:
-                        fused = [visible_outside_ir_view(image, pair.vis.image, *self._view_weights)
+                    if self._registrar is not None:
+                        fused = [self._registrar.outside_view(image, pair.vis.image)
                                  for pair, image in zip(group, fused)]
                     busy = time.perf_counter() - started
                     meter.add(len(group), busy)
@@ -277,8 +277,7 @@ class Pipeline:
         :class:`StreamFuseError` for problems found before the run starts."""
         config = self.config
         registrar, calibration_offset = load_registration(config.calibration)
-        if registrar is not None and registrar.view_weight is not None:
-            self._view_weights = (registrar.view_weight, registrar.vis_weight)
+        self._registrar = registrar
         offset = config.sync.offset if config.sync.offset is not None else (calibration_offset or 0.0)
         sources = self._open_sources()
         started_threads: list[threading.Thread] = []
