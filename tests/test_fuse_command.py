@@ -10,7 +10,7 @@ from streamfuse.cli import main
 from streamfuse.fuser import Fuser, merge_luma, split_luma
 from streamfuse.model import DIDFuse
 from conftest import read_pair
-from pipeline_helpers import decode_video, ir_scene, vis_scene, write_video
+from pipeline_helpers import HEIGHT, WIDTH, decode_video, ir_scene, vis_scene, write_video
 from test_checkpoint import write_authors_pair
 
 
@@ -215,3 +215,15 @@ def test_video_arguments_that_cannot_work_are_one_line_errors(tmp_path, capsys):
         error = capsys.readouterr().err.strip()
         assert error.startswith("streamfuse fuse: error: ") and message in error and "\n" not in error
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_videos_of_different_sizes_without_calibration_name_both_files(tmp_path, capsys):
+    ir_video = write_video(tmp_path / "ir.mp4", [([ir_scene(i / 10) for i in range(3)], 10)])
+    vis_video = write_video(tmp_path / "vis.mp4",
+                            [([vis_scene(i / 10, 32, 48) for i in range(3)], 10)])
+    assert main(["fuse", "--ir", str(ir_video), "--vis", str(vis_video), "-o",
+                 str(tmp_path / "o.mp4")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"streamfuse fuse: error: {ir_video} + {vis_video}: IR frames are "
+                            f"{WIDTH}x{HEIGHT} but visible frames are 48x32")
+    assert "--calibration" in error

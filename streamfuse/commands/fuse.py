@@ -172,7 +172,8 @@ def fuse_videos(args: argparse.Namespace, fusion: FusionConfig) -> int:
     check_files(config, "streamfuse fuse")
     handler = log_to_terminal("streamfuse fuse")
     try:
-        result = run_pipeline(config, "streamfuse fuse", progress=True)
+        # Messages about the pair as a whole (sizes that differ) name the two videos.
+        result = run_pipeline(config, f"{args.ir} + {args.vis}", progress=True)
     finally:
         logging.getLogger("streamfuse").removeHandler(handler)
     status = report(result)
