@@ -231,6 +231,24 @@ def test_missing_calibration_and_missing_video_are_one_line_errors(tmp_path, cli
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_relative_path_says_where_it_was_looked_for(tmp_path, clips, weights, capsys,
+                                                              monkeypatch):
+    # The shipped configs name samples/... from the repository root; run elsewhere, a user must
+    # learn that paths start from the current directory.
+    monkeypatch.chdir(tmp_path)
+    config = base_config("samples/demo/ir.mp4", clips[1], weights,
+                         sinks={"folder": {"path": str(tmp_path / "out")}})
+    assert run_cli(tmp_path, config)[0] == 2
+    message = last_error_line(capsys)
+    assert "ir.path: no such video file: samples/demo/ir.mp4" in message
+    assert f"current directory {tmp_path}" in message and "absolute paths" in message
+    config = base_config(*clips, weights, calibration="calibration/demo.yaml",
+                         sinks={"folder": {"path": str(tmp_path / "out")}})
+    assert run_cli(tmp_path, config)[0] == 2
+    assert f"calibration/demo.yaml (looked for in the current directory {tmp_path}" in (
+        last_error_line(capsys))
+
+
 def test_a_file_that_is_not_a_video_is_a_one_line_error(tmp_path, clips, weights, capsys):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())

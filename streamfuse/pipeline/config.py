@@ -228,21 +228,34 @@ class PipelineConfig:
         return self.ir.live or self.vis.live
 
 
+def _from_here(path: str) -> str:
+    """What to add to a missing-file message about ``path``: where a relative path was looked
+    for (config paths are relative to the directory the command runs in, not to the file)."""
+    if Path(path).is_absolute():
+        return ""
+    return (f" (looked for in the current directory {Path.cwd()}: run from the directory the "
+            "config's paths start from, e.g. the repository root, or give absolute paths)")
+
+
 def check_files(config: PipelineConfig, source: str) -> None:
     """Every input file named by ``config`` exists, and at least one sink is set (before any
     thread starts). ``source`` names the config file in messages."""
     for key, section in (("ir", config.ir), ("vis", config.vis)):
         if section.kind == "file" and not Path(section.path).is_file():
-            raise StreamFuseError(f"{source}: {key}.path: no such video file: {section.path}")
+            raise StreamFuseError(f"{source}: {key}.path: no such video file: {section.path}"
+                                  f"{_from_here(section.path)}")
         if section.kind == "folder" and not Path(section.path).is_dir():
-            raise StreamFuseError(f"{source}: {key}.path: no such image folder: {section.path}")
+            raise StreamFuseError(f"{source}: {key}.path: no such image folder: {section.path}"
+                                  f"{_from_here(section.path)}")
     if config.calibration is not None and not Path(config.calibration).is_file():
         raise StreamFuseError(
-            f"{source}: calibration: no such file: {config.calibration} "
-            "(make one with the calibration tools, or remove the key for pre-aligned cameras)"
+            f"{source}: calibration: no such file: {config.calibration}"
+            + (_from_here(config.calibration) or " (make one with the calibration tools, or remove "
+               "the key for pre-aligned cameras)")
         )
     if config.inference.weights is not None and not Path(config.inference.weights).is_file():
-        raise StreamFuseError(f"{source}: inference.weights: no such checkpoint: {config.inference.weights}")
+        raise StreamFuseError(f"{source}: inference.weights: no such checkpoint: "
+                              f"{config.inference.weights}{_from_here(config.inference.weights)}")
     if config.inference.weights is None and not DEFAULT_WEIGHTS.is_file():
         raise StreamFuseError(
             f"{source}: inference.weights is not set and the shipped {DEFAULT_WEIGHTS} is missing from "
