@@ -676,6 +676,32 @@ def test_auto_leaves_out_a_pair_with_a_blank_frame():
     np.testing.assert_allclose(with_blank.homography, alone.homography, rtol=0, atol=1e-9)
 
 
+def test_auto_in_worker_processes_returns_what_one_process_does():
+    # --auto fits a clip's frame pairs in parallel processes; each pair's fit is deterministic,
+    # so the result must be the same to the bit, blank pairs still left out and counted.
+    truth = random_homography(np.random.default_rng(5), (160, 128), max_shift_px=8)
+    vis_frames = [_scene(index / 10) for index in (0, 3, 6)]
+    ir_frames = [cv2.warpPerspective(255 - frame, np.linalg.inv(truth), (160, 128),
+                                     borderMode=cv2.BORDER_REFLECT) for frame in vis_frames]
+    ir_frames[1] = np.full_like(ir_frames[1], 90)
+    results, calls = [], []
+    for workers in (1, 2):
+        calls.append(0)
+
+        def progress() -> None:
+            calls[-1] += 1
+
+        results.append(auto.register_frames(ir_frames, vis_frames, progress=progress,
+                                            workers=workers))
+    one, several = results
+    assert calls == [3, 3] and one.frames_used == several.frames_used == 2
+    assert one.model != "start"  # the fits themselves moved, not only the kept start
+    np.testing.assert_array_equal(several.homography, one.homography)
+    np.testing.assert_array_equal(np.stack(several.per_frame), np.stack(one.per_frame))
+    assert (several.confidence, several.spread_px, several.uncertainty_px) == (
+        one.confidence, one.spread_px, one.uncertainty_px)
+
+
 def test_auto_refuses_blank_frames_without_writing(tmp_path, capsys):
     blank = np.full((96, 128), 40, np.uint8)
     cv2.imwrite(str(tmp_path / "ir.png"), blank)

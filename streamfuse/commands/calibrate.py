@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-agreement", type=float, default=auto.AutoSettings.min_agreement,
                         help="--auto refuses when fewer than this fraction of the registered "
                              "pair's structured patches agree with the fit on their own")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="--auto: frame pairs fitted at once, one process each (default: one "
+                             "per CPU core, here %(default)s; 1: in this process); the result does "
+                             "not depend on it")
     parser.add_argument("--max-offset", type=float, help="--sync search range in seconds")
     parser.add_argument("--threshold", type=float, default=3.0,
                         help="--points: RANSAC outlier threshold in visible pixels")
@@ -178,7 +183,7 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
                                  min_agreement=args.min_agreement)
     with tqdm(total=len(pairs), desc="auto", unit="pair", leave=False) as bar:
         result = auto.register_frames(ir_frames, vis_frames, initial, settings=settings,
-                                      progress=bar.update)
+                                      progress=bar.update, workers=args.workers)
     left_out = (f", {result.ambiguous_frames} left out (scene matches at several places)"
                 if result.ambiguous_frames else "")
     frame_pairs = f"{result.frames_used} frame pair{'s' if result.frames_used != 1 else ''}"
