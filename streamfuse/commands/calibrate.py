@@ -16,6 +16,13 @@ from streamfuse.registration import auto, board, check, points, sync
 from streamfuse.registration.frames import is_video, read_frames, read_pairs, read_video_gray
 
 
+def _usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "calibrate", help="estimate or check the IR->visible calibration of a camera pair",
@@ -51,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-agreement", type=float, default=auto.AutoSettings.min_agreement,
                         help="--auto refuses when fewer than this fraction of the registered "
                              "pair's structured patches agree with the fit on their own")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--workers", type=int, default=_usable_cores(),
                         help="--auto: frame pairs fitted at once, one process each (default: one "
                              "per CPU core, here %(default)s; 1: in this process); the result does "
                              "not depend on it")
