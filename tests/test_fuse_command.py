@@ -210,6 +210,11 @@ def test_video_arguments_that_cannot_work_are_one_line_errors(tmp_path, capsys):
         (["--ir", video, "--vis", video, "-o", tmp_path / "o.mp4", "--resize"], "pass --calibration"),
         (["--ir", image, "--vis", image, "-o", tmp_path / "o.png", "--calibration", tmp_path / "c.yaml"],
          "c.yaml: calibration file not found"),
+        # Videos give the flags' own errors too, not the pipeline config's ("inference.weights").
+        (["--ir", video, "--vis", video, "-o", tmp_path / "o.mp4", "--calibration", tmp_path / "c.yaml"],
+         f"error: {tmp_path / 'c.yaml'}: calibration file not found"),
+        (["--ir", video, "--vis", video, "-o", tmp_path / "o.mp4", "--weights", tmp_path / "w.pt"],
+         f"error: {tmp_path / 'w.pt'}: no such checkpoint file (give --weights a .pt file)"),
     ]:
         assert main(["fuse", *map(str, arguments)]) == 2
         error = capsys.readouterr().err.strip()

@@ -159,6 +159,11 @@ def fuse_videos(args: argparse.Namespace, fusion: FusionConfig) -> int:
         raise StreamFuseError(f"-o {args.output}: videos are fused into a video file, e.g. -o fused.mp4")
     if args.resize:
         raise StreamFuseError("--resize is for images; for videos of different sizes pass --calibration")
+    # The flags' own one-line errors, as for stills, before the pipeline's checks of its config.
+    if args.weights is not None and not args.weights.is_file():
+        raise StreamFuseError(f"{args.weights}: no such checkpoint file (give --weights a .pt file)")
+    if args.calibration is not None:
+        load_calibration(args.calibration)
     config = PipelineConfig(
         ir=SourceConfig(kind="file", path=str(args.ir)),
         vis=SourceConfig(kind="file", path=str(args.vis)),
@@ -169,11 +174,12 @@ def fuse_videos(args: argparse.Namespace, fusion: FusionConfig) -> int:
         ),
         sinks=SinksConfig(video=VideoSinkConfig(path=str(args.output))),
     )
-    check_files(config, "streamfuse fuse")
+    # Messages about the pair as a whole (sizes that differ) name the two videos.
+    pair_name = f"{args.ir} + {args.vis}"
+    check_files(config, pair_name)
     handler = log_to_terminal("streamfuse fuse")
     try:
-        # Messages about the pair as a whole (sizes that differ) name the two videos.
-        result = run_pipeline(config, f"{args.ir} + {args.vis}", progress=True)
+        result = run_pipeline(config, pair_name, progress=True)
     finally:
         logging.getLogger("streamfuse").removeHandler(handler)
     status = report(result)
