@@ -3,6 +3,7 @@ checks, the ZeroMQ sink's end of stream, and the shipped pipeline configs."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -39,6 +40,29 @@ def test_video_writer_times_frames_at_the_given_rate_and_pads_odd_sizes(tmp_path
 def test_video_writer_refuses_unknown_encoders_with_the_setting_name(tmp_path):
     with pytest.raises(StreamFuseError, match=r"^sinks\.video\.codec: FFmpeg has no encoder 'h266'"):
         VideoFileWriter(tmp_path / "x.mp4", 25, codec="h266")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("x.txt", "x.txt: FFmpeg knows no container for a name ending in '.txt'"),
+    ("x.webm", "x.webm: FFmpeg's webm container cannot hold libx264 video; name it .mp4 or .mkv, "
+               "or pick another sinks.video.codec"),
+])
+def test_video_writer_refuses_a_container_that_cannot_hold_the_codec(tmp_path, name, message):
+    # Before any frame: the old writer failed at the first frame with a bare "ValueError".
+    with pytest.raises(StreamFuseError, match="^" + re.escape(f"{tmp_path / message}")):
+        VideoFileWriter(tmp_path / name, 25)
+    assert list(tmp_path.iterdir()) == []
+    # The same container with a codec it does take is fine.
+    VideoFileWriter(tmp_path / "x.webm", 25, codec="libvpx-vp9").close()
+
+
+def test_record_refuses_a_file_name_it_cannot_write_before_waiting_for_frames(tmp_path, capsys):
+    # No publisher on this port: a late check would wait out the timeout, then say no frames.
+    output = tmp_path / "rec.webm"
+    assert main(["record", "tcp://127.0.0.1:5999", "-o", str(output), "--timeout", "20"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (f"streamfuse record: error: {output}: FFmpeg's webm container cannot hold "
+                     "libx264 video; name it .mp4 or .mkv, or pick another --codec")
 
 
 def test_pad_to_even_leaves_even_images_alone():

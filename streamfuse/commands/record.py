@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from streamfuse.pipeline.runner import stop_on_signals
-from streamfuse.pipeline.sinks import VideoFileWriter
+from streamfuse.pipeline.sinks import VideoFileWriter, check_video_output
 from streamfuse.pipeline.wire import DEFAULT_URL, subscribe
 
 
@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The writer opens at the first frame (the stream gives its rate): a file name or codec it
+    # cannot take must fail before the wait for a publisher, not after it.
+    check_video_output(args.output, args.codec, setting="--")
     stop = threading.Event()
     writer: VideoFileWriter | None = None
     with tqdm(unit="frame", desc=f"recording {args.output.name}") as bar, stop_on_signals(stop):

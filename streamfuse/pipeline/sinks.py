@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -219,6 +220,34 @@ class DisplaySink:
         cv2.waitKey(1)
 
 
+def check_video_output(path: Path, codec: str, pix_fmt: str = "yuv420p", setting: str = "sinks.video."
+                       ) -> str:
+    """Raise a one-line StreamFuseError unless FFmpeg can write ``codec`` video in ``pix_fmt`` to
+    the container ``path``'s name asks for; return the encoder's name. The container is tried on
+    a scratch file, so a wrong name fails before any frame is processed (FFmpeg's own rules
+    decide: .webm takes VP8/VP9/AV1, not H.264). ``setting`` prefixes option names."""
+    try:
+        encoder = av.codec.Codec(codec, "w")
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        raise StreamFuseError(f"{setting}codec: FFmpeg has no encoder {codec!r}; use h264, hevc, mpeg4 or ffv1") from None
+    if pix_fmt not in {f.name for f in encoder.video_formats or []}:
+        raise StreamFuseError(f"{setting}pix_fmt: encoder {encoder.name} does not take {pix_fmt!r}")
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            container = av.open(str(Path(scratch) / f"probe{path.suffix}"), "w")
+        except ValueError:
+            raise StreamFuseError(f"{path}: FFmpeg knows no container for a name ending in "
+                                  f"{path.suffix or '(nothing)'!r}; name the video e.g. fused.mp4 or fused.mkv") from None
+        try:
+            container.add_stream(encoder.name, rate=25)
+        except ValueError:
+            raise StreamFuseError(f"{path}: FFmpeg's {container.format.name} container cannot hold {encoder.name} video; "
+                                  f"name it .mp4 or .mkv, or pick another {setting}codec") from None
+        finally:
+            container.close()
+    return encoder.name
+
+
 class VideoFileWriter:
     """Frames into a video file with PyAV at ``fps``; each frame's time gives its PTS.
 
@@ -236,13 +265,7 @@ class VideoFileWriter:
         self.crf = crf
         self.pix_fmt = pix_fmt
         self.written = 0
-        try:
-            encoder = av.codec.Codec(codec, "w")
-        except (av.codec.codec.UnknownCodecError, ValueError):
-            raise StreamFuseError(f"{setting}codec: FFmpeg has no encoder {codec!r}; use h264, hevc, mpeg4 or ffv1") from None
-        if pix_fmt not in {f.name for f in encoder.video_formats or []}:
-            raise StreamFuseError(f"{setting}pix_fmt: encoder {encoder.name} does not take {pix_fmt!r}")
-        self._encoder_name = encoder.name
+        self._encoder_name = check_video_output(self.path, codec, pix_fmt, setting)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = None
         self._stream = None
@@ -252,7 +275,7 @@ class VideoFileWriter:
     def _open(self, image: np.ndarray) -> None:
         try:
             self._container = av.open(str(self.path), "w")
-        except (av.FFmpegError, OSError) as error:
+        except (av.FFmpegError, OSError, ValueError) as error:
             raise StreamFuseError(f"{self.path}: cannot write the video ({' '.join(str(error).split())})") from None
         self._stream = self._container.add_stream(self.codec, rate=self.rate)
         self._stream.height, self._stream.width = image.shape[:2]
