@@ -58,9 +58,11 @@ def _unpickler_reason(error: pickle.UnpicklingError) -> str:
     return (text.strip().splitlines() or ["unpickling refused"])[0]
 
 
-def _read_checkpoint_file(path: Path) -> object:
+def _read_checkpoint_file(path: Path, fix: str = "give --weights a .pt file") -> object:
+    """The unpickled contents of ``path`` (weights only); ``fix`` ends the message of a missing
+    file."""
     if not path.is_file():
-        raise StreamFuseError(f"{path}: no such checkpoint file (give --weights a .pt file)")
+        raise StreamFuseError(f"{path}: no such checkpoint file ({fix})")
     with path.open("rb") as file:
         head = file.read(4)
     # torch.save writes a zip archive (PK..), older versions a bare pickle (protocol byte 0x80).
@@ -141,7 +143,8 @@ def _authors_to_ours(authors_key: str) -> str:
 
 
 def _read_authors_file(path: Path, layers: tuple[int, ...]) -> dict:
-    payload = _read_checkpoint_file(path)
+    half = "encoder" if layers == _AUTHORS_ENCODER_LAYERS else "decoder"
+    payload = _read_checkpoint_file(path, f"give --{half} the authors' {half} .pkl file")
     state_dict = payload.get("weight") if isinstance(payload, dict) else None
     if not isinstance(state_dict, dict):
         raise StreamFuseError(f"{path}: not an authors' checkpoint (expected a dict with 'weight')")

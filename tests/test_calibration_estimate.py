@@ -741,6 +741,15 @@ def _write_video(path, frames, fps: int, codec: str = "ffv1") -> None:
         container.mux(stream.encode())
 
 
+def test_sync_names_a_missing_recording(tmp_path, capsys):
+    _write_video(tmp_path / "ir.mkv", [_scene(index / 10) for index in range(3)], 10)
+    assert _calibrate("--sync", "--ir", tmp_path / "ir.mkv", "--vis", tmp_path / "vis.mkv",
+                      "-o", tmp_path / "pair.yaml") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"streamfuse calibrate: error: --vis {tmp_path / 'vis.mkv'}: no such video file")
+    assert not (tmp_path / "pair.yaml").exists()
+
+
 @pytest.mark.parametrize("frozen", [False, True])
 def test_sync_recovers_a_known_offset(tmp_path, frozen):
     offset = 0.37  # IR time + offset = visible time

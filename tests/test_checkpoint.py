@@ -170,6 +170,18 @@ def test_swapped_authors_files_are_named(tmp_path, capsys):
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_a_missing_authors_file_names_its_flag(tmp_path, capsys):
+    write_authors_pair(tmp_path)
+    missing = tmp_path / "Decoder_missing.pkl"
+    code = main(["import-weights", "--encoder", str(tmp_path / "Encoder_weight_IJCAI.pkl"),
+                 "--decoder", str(missing),
+                 "-o", str(tmp_path / "x.pt")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"streamfuse import-weights: error: {missing}: no such checkpoint file "
+        "(give --decoder the authors' decoder .pkl file)")
+
+
 def test_authors_file_given_as_our_checkpoint_gets_a_hint(tmp_path):
     write_authors_pair(tmp_path)
     with pytest.raises(StreamFuseError, match="import-weights"):

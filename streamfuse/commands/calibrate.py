@@ -215,6 +215,9 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
 
 
 def _run_sync(args: argparse.Namespace) -> float:
+    for flag, path in (("--ir", args.ir), ("--vis", args.vis)):
+        if path is not None and not Path(path).exists():
+            raise StreamFuseError(f"{flag} {path}: no such video file")
     if not (is_video(args.ir) and is_video(args.vis)):
         raise StreamFuseError("--sync needs two recordings: give videos to --ir and --vis")
     ir_times, ir_frames = _video(args.ir)
