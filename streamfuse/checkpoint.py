@@ -58,11 +58,15 @@ def _unpickler_reason(error: pickle.UnpicklingError) -> str:
     return (text.strip().splitlines() or ["unpickling refused"])[0]
 
 
-def _read_checkpoint_file(path: Path, fix: str = "give --weights a .pt file") -> object:
-    """The unpickled contents of ``path`` (weights only); ``fix`` ends the message of a missing
-    file."""
+def check_checkpoint_exists(path: Path, fix: str = "give --weights a .pt file") -> None:
+    """Raise the one-line error for a missing checkpoint file; ``fix`` ends the message."""
     if not path.is_file():
         raise StreamFuseError(f"{path}: no such checkpoint file ({fix})")
+
+
+def _read_checkpoint_file(path: Path, fix: str = "give --weights a .pt file") -> object:
+    """The unpickled contents of ``path`` (weights only); ``fix``: see check_checkpoint_exists."""
+    check_checkpoint_exists(path, fix)
     with path.open("rb") as file:
         head = file.read(4)
     # torch.save writes a zip archive (PK..), older versions a bare pickle (protocol byte 0x80).

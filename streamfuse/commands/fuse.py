@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from streamfuse.calibration import IrRegistrar, load_calibration
+from streamfuse.checkpoint import check_checkpoint_exists
 from streamfuse.commands.run import log_to_terminal, report
 from streamfuse.engines import ENGINES, PRECISIONS, create_fuser
 from streamfuse.errors import StreamFuseError
@@ -160,8 +161,8 @@ def fuse_videos(args: argparse.Namespace, fusion: FusionConfig) -> int:
     if args.resize:
         raise StreamFuseError("--resize is for images; for videos of different sizes pass --calibration")
     # The flags' own one-line errors, as for stills, before the pipeline's checks of its config.
-    if args.weights is not None and not args.weights.is_file():
-        raise StreamFuseError(f"{args.weights}: no such checkpoint file (give --weights a .pt file)")
+    if args.weights is not None:
+        check_checkpoint_exists(args.weights)
     if args.calibration is not None:
         load_calibration(args.calibration)
     config = PipelineConfig(
