@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from pathlib import Path
 
 import av
@@ -700,6 +701,54 @@ def test_auto_in_worker_processes_returns_what_one_process_does():
     np.testing.assert_array_equal(np.stack(several.per_frame), np.stack(one.per_frame))
     assert (several.confidence, several.spread_px, several.uncertainty_px) == (
         one.confidence, one.spread_px, one.uncertainty_px)
+
+
+def _process_and_square(number: int) -> tuple[int, int]:
+    return os.getpid(), number * number
+
+
+def test_task_pool_runs_tasks_in_other_processes_in_order():
+    numbers = list(range(7))
+    with auto.TaskPool(2) as pool:
+        mapped = pool.map(_process_and_square, numbers)
+        completed = dict(pool.as_completed(_process_and_square, numbers))
+    assert [square for _, square in mapped] == [n * n for n in numbers]
+    assert sorted(completed) == numbers and all(completed[n][1] == n * n for n in numbers)
+    assert os.getpid() not in {pid for pid, _ in [*mapped, *completed.values()]}
+    with auto.TaskPool(1) as pool:  # one process: everything runs here
+        assert {pid for pid, _ in pool.map(_process_and_square, numbers)} == {os.getpid()}
+
+
+def test_auto_spreads_one_pair_over_worker_processes_with_the_same_result():
+    # A single pair has no other pairs to run beside it: its coarse starts, fine schedules and
+    # sensitivity variants go to the workers instead, and must come back the same to the bit.
+    truth = random_homography(np.random.default_rng(8), (160, 128), max_shift_px=8)
+    vis = _scene(0.2)
+    ir = cv2.warpPerspective(255 - vis, np.linalg.inv(truth), (160, 128),
+                             borderMode=cv2.BORDER_REFLECT)
+    valid = np.full_like(ir, 255)
+    settings = auto.AutoSettings()
+    batches = []
+    with auto.TaskPool(2) as pool:
+        def recorded_map(function, items):
+            batches.append(len(items))
+            return pool.map(function, items)
+
+        spread = auto.fit_pair(ir, vis, np.eye(3), valid, settings, recorded_map)
+    alone = auto.fit_pair(ir, vis, np.eye(3), valid, settings)
+    assert len(batches) == 3 and batches[-1] % len(settings.fine_schedules) == 0
+    assert spread.model == alone.model == "homography"
+    np.testing.assert_array_equal(spread.homography, alone.homography)
+    np.testing.assert_array_equal(spread.tile_gains, alone.tile_gains)
+    assert (spread.score, spread.uncertainty_px, spread.ambiguous) == (
+        alone.score, alone.uncertainty_px, alone.ambiguous)
+    one, several = (auto.register_frames([ir], [vis], ir_valid=[valid], workers=workers)
+                    for workers in (1, 2))
+    np.testing.assert_array_equal(several.homography, one.homography)
+    assert one.sensitivity_px > 0
+    assert (several.sensitivity_px, several.confidence, several.agreeing_patches) == (
+        one.sensitivity_px, one.confidence, one.agreeing_patches)
+    assert corner_error(one.homography, truth, (160, 128)) < 1.0
 
 
 def test_auto_refuses_blank_frames_without_writing(tmp_path, capsys):

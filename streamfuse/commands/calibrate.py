@@ -59,9 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="--auto refuses when fewer than this fraction of the registered "
                              "pair's structured patches agree with the fit on their own")
     parser.add_argument("--workers", type=int, default=_usable_cores(),
-                        help="--auto: frame pairs fitted at once, one process each (default: one "
-                             "per CPU core, here %(default)s; 1: in this process); the result does "
-                             "not depend on it")
+                        help="--auto: processes fitting frame pairs at once, or a single pair's "
+                             "stages (default: one per CPU core, here %(default)s; 1: all in this "
+                             "process); the result does not depend on it")
     parser.add_argument("--max-offset", type=float, help="--sync search range in seconds")
     parser.add_argument("--threshold", type=float, default=3.0,
                         help="--points: RANSAC outlier threshold in visible pixels")

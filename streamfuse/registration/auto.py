@@ -41,6 +41,8 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,6 +55,14 @@ from streamfuse.registration.ecc import (
 from streamfuse.registration.geometry import (
     corner_error, normalised, pixel_scaling, transform_points,
 )
+
+# ``map_tasks(function, items) -> [function(item) for item in items]``, wherever it runs them.
+TaskMap = Callable[[Callable[[Any], Any], list], list]
+
+
+def in_this_process(function: Callable[[Any], Any], items: list) -> list:
+    """The ``TaskMap`` running every task here, one after another."""
+    return [function(item) for item in items]
 
 
 @dataclass
@@ -249,25 +259,37 @@ def _widths(first: int, last: int) -> list[int]:
     return widths
 
 
+def _similarity_through(levels: list[_Level], settings: AutoSettings, homography: np.ndarray
+                        ) -> tuple[np.ndarray, float]:
+    """Similarity ECC through ``levels`` in turn from an IR->visible homography: (the end, its
+    correlation at the last level)."""
+    correlation = -1.0
+    for level in levels:
+        homography, correlation = _level_ecc(level, homography, "similarity", settings)
+    return homography, correlation
+
+
+def _affine_at(level: _Level, settings: AutoSettings, homography: np.ndarray
+               ) -> tuple[np.ndarray, float]:
+    return _level_ecc(level, homography, "affine", settings)
+
+
 def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
-                      ir_valid: np.ndarray, settings: AutoSettings
+                      ir_valid: np.ndarray, settings: AutoSettings,
+                      map_tasks: TaskMap = in_this_process
                       ) -> list[tuple[np.ndarray, float]]:
     """Search, then similarity ECC at small widths from the start and from each of the
     ``search_candidates`` best search hits, and an affine pass at the last coarse level from
     each distinct end: [(IR->visible homography, correlation at the last coarse level)], best
-    first. Where the scene pins the alignment, they all end at one place."""
+    first. Where the scene pins the alignment, they all end at one place. ``map_tasks`` runs
+    the starts (see ``TaskPool``)."""
     levels = [_level(ir_frame, vis_frame, ir_valid, width, settings.blur_sigma, pad=True)
               for width in _widths(settings.coarsest_width, settings.coarse_finest_width)]
     starts = [initial] + [_from_level(warp, levels[0]) for warp in
                           search_similarity(levels[0].template, levels[0].moving,
                                             levels[0].moving_mask,
                                             _to_level(initial, levels[0]), settings)]
-    refined = []
-    for homography in starts:
-        correlation = -1.0
-        for level in levels:
-            homography, correlation = _level_ecc(level, homography, "similarity", settings)
-        refined.append((homography, correlation))
+    refined = map_tasks(partial(_similarity_through, levels, settings), starts)
     # Starts that ended at one place are one candidate (mean corner distance below a pixel).
     ir_size = (ir_frame.shape[1], ir_frame.shape[0])
     distinct: list[np.ndarray] = []
@@ -276,8 +298,8 @@ def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.n
             distinct.append(homography)
     # Sensors of other aspect ratios, resized to one frame size, need unequal scales: a last
     # affine pass (a similarity stopped up to 16 px from the truth on TNO pairs).
-    return sorted((_level_ecc(levels[-1], homography, "affine", settings)
-                   for homography in distinct), key=lambda candidate: -candidate[1])
+    return sorted(map_tasks(partial(_affine_at, levels[-1], settings), distinct),
+                  key=lambda candidate: -candidate[1])
 
 
 def rivals(candidates: list[tuple[np.ndarray, float]], ir_size: tuple[int, int],
@@ -311,42 +333,62 @@ def ambiguous(ends: list[tuple[np.ndarray, float]], ir_size: tuple[int, int],
                for homography, score in ends[1:])
 
 
-def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
-                    ir_valid: np.ndarray, settings: AutoSettings
-                    ) -> tuple[np.ndarray, float, float]:
-    """Homography ECC from ``start`` along each of the ``fine_schedules`` (a full-width level
-    with the ``score_sigma`` smoothing), each end then settled by ECC at full width until it
-    stops moving (``settle_iterations``, ``settle_epsilon``), IR->visible: (the settled end with
-    the best full-resolution ``alignment_score``, that score, its uncertainty). The uncertainty
-    is the largest mean corner distance (IR image corners, visible pixels) from it of the
-    settled ends that score within ``schedule_tie`` of it. Where the scene pins the homography
-    down, every schedule ends at one place; on a weak scene they settle pixels apart with the
-    same score (separate optima), and no score can tell which is right. Unsettled, ends that
-    are still creeping towards one optimum would look like that too."""
-    levels: dict[tuple[int, float], _Level] = {}
-    ends = []
-    for blur_sigma, schedule_widths in settings.fine_schedules:
-        widths = sorted({min(width, vis_frame.shape[1]) for width in schedule_widths})
-        homography = start
-        for width in widths:
-            sigma = settings.score_sigma if width >= vis_frame.shape[1] else blur_sigma
-            if (width, sigma) not in levels:
-                levels[width, sigma] = _level(ir_frame, vis_frame, ir_valid, width, sigma,
-                                              pad=False)
-            homography, _ = _level_ecc(levels[width, sigma], homography, "homography",
-                                       settings)
-        ends.append(homography)
-    full_key = (vis_frame.shape[1], settings.score_sigma)
-    if full_key not in levels:
-        levels[full_key] = _level(ir_frame, vis_frame, ir_valid, *full_key, pad=False)
-    settled = [_settle(levels[full_key], end, settings) for end in ends]
-    ends = [(alignment_score(ir_frame, vis_frame, homography, ir_valid, settings.score_sigma),
-             homography) for homography in settled]
+def fine_end(ir_frame: np.ndarray, vis_frame: np.ndarray, ir_valid: np.ndarray,
+             settings: AutoSettings, start_and_schedule: tuple[np.ndarray, tuple]
+             ) -> tuple[float, np.ndarray]:
+    """One of the ``fine_schedules`` (blur sigma, widths) from a start, IR->visible: homography
+    ECC at each width (a full-width level with the ``score_sigma`` smoothing), the end settled
+    by ECC at full width until it stops moving (``settle_iterations``, ``settle_epsilon``):
+    (its full-resolution ``alignment_score``, the settled homography)."""
+    start, (blur_sigma, schedule_widths) = start_and_schedule
+    homography = start
+    for width in sorted({min(width, vis_frame.shape[1]) for width in schedule_widths}):
+        sigma = settings.score_sigma if width >= vis_frame.shape[1] else blur_sigma
+        level = _level(ir_frame, vis_frame, ir_valid, width, sigma, pad=False)
+        homography, _ = _level_ecc(level, homography, "homography", settings)
+    full = _level(ir_frame, vis_frame, ir_valid, vis_frame.shape[1], settings.score_sigma,
+                  pad=False)
+    homography = _settle(full, homography, settings)
+    return (alignment_score(ir_frame, vis_frame, homography, ir_valid, settings.score_sigma),
+            homography)
+
+
+def best_end(ends: list[tuple[float, np.ndarray]], ir_size: tuple[int, int],
+             settings: AutoSettings) -> tuple[np.ndarray, float, float]:
+    """The settled ends of one start's schedules ``[(score, homography)]`` -> (the best-scoring
+    homography, its score, its uncertainty): the largest mean corner distance from it of the
+    ends that score within ``schedule_tie`` of it."""
     best_score, best = max(ends, key=lambda end: end[0])
-    ir_size = (ir_frame.shape[1], ir_frame.shape[0])
     uncertainty = max(corner_error(homography, best, ir_size) for score, homography in ends
                       if score >= best_score - settings.schedule_tie)
     return best, best_score, uncertainty
+
+
+def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
+                    ir_valid: np.ndarray, settings: AutoSettings,
+                    map_tasks: TaskMap = in_this_process) -> tuple[np.ndarray, float, float]:
+    """The fine stage from ``start``: each of the ``fine_schedules`` run and settled
+    (``fine_end``), IR->visible: (the settled end with the best full-resolution score, that
+    score, its uncertainty, see ``best_end``). Where the scene pins the homography down, every
+    schedule ends at one place; on a weak scene they settle pixels apart with the same score
+    (separate optima), and no score can tell which is right. Unsettled, ends that are still
+    creeping towards one optimum would look like that too. ``map_tasks`` runs the schedules
+    (see ``TaskPool``)."""
+    return fine_alignments_from([start], ir_frame, vis_frame, ir_valid, settings, map_tasks)[0]
+
+
+def fine_alignments_from(starts: list[np.ndarray], ir_frame: np.ndarray, vis_frame: np.ndarray,
+                         ir_valid: np.ndarray, settings: AutoSettings,
+                         map_tasks: TaskMap = in_this_process
+                         ) -> list[tuple[np.ndarray, float, float]]:
+    """``fine_alignments`` from each of ``starts``, all their schedules handed to ``map_tasks``
+    at once."""
+    schedules = settings.fine_schedules
+    ends = map_tasks(partial(fine_end, ir_frame, vis_frame, ir_valid, settings),
+                     [(start, schedule) for start in starts for schedule in schedules])
+    ir_size = (ir_frame.shape[1], ir_frame.shape[0])
+    return [best_end(ends[index:index + len(schedules)], ir_size, settings)
+            for index in range(0, len(ends), len(schedules))]
 
 
 def _settle(level: _Level, homography: np.ndarray, settings: AutoSettings) -> np.ndarray:
@@ -585,17 +627,20 @@ class PairFit:
 
 
 def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
-             ir_valid: np.ndarray, settings: AutoSettings) -> PairFit:
+             ir_valid: np.ndarray, settings: AutoSettings,
+             map_tasks: TaskMap = in_this_process) -> PairFit:
     """The best candidate (start, similarity, homography) aligning one (H_ir, W_ir) uint8 IR
-    frame to one (H_vis, W_vis) uint8 visible frame from the (3, 3) ``initial`` homography."""
+    frame to one (H_vis, W_vis) uint8 visible frame from the (3, 3) ``initial`` homography.
+    ``map_tasks`` runs the coarse starts and the fine schedules (see ``TaskPool``)."""
     ir_size = (ir_frame.shape[1], ir_frame.shape[0])
-    coarse_options = coarse_candidates(ir_frame, vis_frame, initial, ir_valid, settings)
+    coarse_options = coarse_candidates(ir_frame, vis_frame, initial, ir_valid, settings,
+                                       map_tasks)
     # A coarse runner-up far from the best one is refined too, and the full-resolution scores
     # decide: at 320 px two places can correlate within 10 % of each other when only one of
     # them still fits at full resolution.
     starts = [coarse_options[0][0], *rivals(coarse_options, ir_size, settings)]
-    ends = sorted(((start, *fine_alignments(ir_frame, vis_frame, start, ir_valid, settings))
-                   for start in starts), key=lambda end: -end[2])
+    fine = fine_alignments_from(starts, ir_frame, vis_frame, ir_valid, settings, map_tasks)
+    ends = sorted(((start, *end) for start, end in zip(starts, fine)), key=lambda end: -end[2])
     coarse, fine, _, uncertainty = ends[0]
     candidates = [("start", initial), ("affine", coarse), ("homography", fine)]
     fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)
@@ -658,8 +703,21 @@ def without_band(ir_valid: np.ndarray, fraction: float) -> np.ndarray:
     return inner
 
 
+def variant_optimum(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                    settings: AutoSettings, same_modality: bool,
+                    variant: tuple[np.ndarray, float]) -> np.ndarray:
+    """The optimum nearest ``homography`` of the objective seeing one ``variant`` of the data,
+    (valid mask, blur sigma): the last intensity pass for one modality, else ``settled``."""
+    valid, sigma = variant
+    if same_modality:
+        return intensity_refinement(ir_frame, vis_frame, homography, valid,
+                                    replace(settings, intensity_sigmas=(sigma,)))
+    return settled(ir_frame, vis_frame, homography, valid, settings, sigma)
+
+
 def sensitivity(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
-                ir_valid: np.ndarray, settings: AutoSettings, same_modality: bool) -> float:
+                ir_valid: np.ndarray, settings: AutoSettings, same_modality: bool,
+                map_tasks: TaskMap = in_this_process) -> float:
     """How far ``homography`` (IR->visible) moves when the objective sees slightly other data:
     the largest mean corner distance (IR image corners, visible pixels) from it of the optimum
     it settles to with the usual objective, with the features blurred by each of
@@ -668,21 +726,19 @@ def sensitivity(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndar
     and with the band left out. A scene with sharp shared outlines pins its optimum (on the
     bench a median 0.011 px for one modality, tenths of a pixel across two); a weak one lets it
     wander by pixels, and so may the fit.
-    (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> pixels."""
+    (H_ir, W_ir) and (H_vis, W_vis) uint8 frames, (H_ir, W_ir) uint8 valid mask -> pixels.
+    ``map_tasks`` runs the variants (see ``TaskPool``)."""
     ir_size = (ir_frame.shape[1], ir_frame.shape[0])
     inner = without_band(ir_valid, settings.sensitivity_band)
     if same_modality:
         last_sigma = settings.intensity_sigmas[-1]
         variants = [(ir_valid, last_sigma), (ir_valid, settings.intensity_sensitivity_sigma),
                     (inner, last_sigma)]
-        moved = [intensity_refinement(ir_frame, vis_frame, homography, valid,
-                                      replace(settings, intensity_sigmas=(sigma,)))
-                 for valid, sigma in variants]
     else:
         variants = [(ir_valid, settings.score_sigma), (inner, settings.score_sigma),
                     *((ir_valid, sigma) for sigma in settings.sensitivity_sigmas)]
-        moved = [settled(ir_frame, vis_frame, homography, valid, settings, sigma)
-                 for valid, sigma in variants]
+    moved = map_tasks(partial(variant_optimum, ir_frame, vis_frame, homography, settings,
+                              same_modality), variants)
     return max(corner_error(other, homography, ir_size) for other in moved)
 
 
@@ -761,45 +817,92 @@ def _start_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _fit_numbered_pair(numbered_job: tuple[int, tuple]) -> tuple[int, PairFit]:
-    """``(index, fit_pair(*job))``, in a worker process."""
-    index, job = numbered_job
-    return index, fit_pair(*job)
+def _numbered(function: Callable[[Any], Any], numbered_item: tuple[int, Any]) -> tuple[int, Any]:
+    """``(index, function(item))``, in a worker process."""
+    index, item = numbered_item
+    return index, function(item)
 
 
-def fit_pairs(jobs: list[tuple], workers: int = 1, progress: Callable[[], object] | None = None
+class TaskPool:
+    """Runs independent, deterministic tasks here, or in ``processes`` worker processes.
+
+    A task returns what it would in this process, so results do not depend on where it ran
+    (the tests compare them bit for bit). Workers are spawned, not forked (a fork of a process
+    whose BLAS or OpenCV thread pools are running can deadlock), at the first call with more
+    than one task. Leaving the ``with`` block on an error or Ctrl-C ends them at once instead
+    of waiting for the tasks under way. Tasks must pickle: module-level functions, ``partial``.
+    """
+
+    def __init__(self, processes: int = 1):
+        self.processes = processes
+        self._pool = None
+
+    def __enter__(self) -> "TaskPool":
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if self._pool is None:
+            return
+        if error_type is None:
+            self._pool.close()
+        else:
+            self._pool.terminate()
+        self._pool.join()
+
+    def _parallel(self, tasks: int) -> bool:
+        if self.processes <= 1 or tasks <= 1:
+            return False
+        if self._pool is None:
+            with _environment(_ONE_THREAD_ENVIRONMENT):
+                self._pool = multiprocessing.get_context("spawn").Pool(self.processes,
+                                                                       _start_worker)
+        return True
+
+    def map(self, function: Callable[[Any], Any], items: list) -> list:
+        """The ``TaskMap``: ``[function(item) for item in items]``, in order."""
+        if not self._parallel(len(items)):
+            return in_this_process(function, items)
+        return self._pool.map(function, items, chunksize=1)
+
+    def as_completed(self, function: Callable[[Any], Any], items: list
+                     ) -> Iterator[tuple[int, Any]]:
+        """``(index, function(items[index]))`` for each item, as each one ends."""
+        if not self._parallel(len(items)):
+            for index, item in enumerate(items):
+                yield index, function(item)
+            return
+        yield from self._pool.imap_unordered(partial(_numbered, function), enumerate(items))
+
+
+def _fit_job(job: tuple) -> PairFit:
+    return fit_pair(*job)
+
+
+def fit_pairs(jobs: list[tuple], pool: TaskPool, progress: Callable[[], object] | None = None
               ) -> list[PairFit]:
     """``fit_pair(*job)`` for each job ``(ir_frame, vis_frame, initial, ir_valid, settings)``,
-    in order, in ``min(workers, len(jobs))`` processes; ``progress`` runs as each one ends.
-
-    Each pair's fit is independent of the others and deterministic, so the processes return
-    what one process would (the tests compare them bit for bit). Workers are spawned, not
-    forked: a fork of a process whose BLAS or OpenCV thread pools are running can deadlock.
-    An error or Ctrl-C ends them at once instead of waiting for the fits under way.
-    """
-    workers = min(workers, len(jobs))
-    if workers <= 1:
-        fits = []
-        for job in jobs:
-            fits.append(fit_pair(*job))
-            if progress is not None:
-                progress()
+    in order, each in one of ``pool``'s processes; a single pair's fine schedules are spread
+    over them instead. ``progress`` runs as each pair ends."""
+    if len(jobs) == 1:
+        fits = [fit_pair(*jobs[0], map_tasks=pool.map)]
+        if progress is not None:
+            progress()
         return fits
     fits: list[PairFit | None] = [None] * len(jobs)
-    with _environment(_ONE_THREAD_ENVIRONMENT):
-        pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker)
-    try:
-        for index, fit in pool.imap_unordered(_fit_numbered_pair, enumerate(jobs)):
-            fits[index] = fit
-            if progress is not None:
-                progress()
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
+    for index, fit in pool.as_completed(_fit_job, jobs):
+        fits[index] = fit
+        if progress is not None:
+            progress()
     return fits
+
+
+def processes_to_start(workers: int, pairs: int, settings: AutoSettings) -> int:
+    """At most ``workers``, and no more than can be busy at once: one per frame pair, or for a
+    single pair its largest set of independent tasks (the fine schedules of a start and of a
+    rival start, or the sensitivity's variants)."""
+    tasks = pairs if pairs > 1 else max(2 * len(settings.fine_schedules),
+                                        2 + len(settings.sensitivity_sigmas))
+    return max(1, min(workers, tasks))
 
 
 def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
@@ -813,7 +916,8 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     ``initial``: a starting (3, 3) homography (default: stretch the IR frame over the visible
     one); ``ir_valid``: optional (H_ir, W_ir) masks of IR pixels with real content;
     ``progress``: optional callable run after each frame pair; ``workers``: processes fitting
-    frame pairs at once (see ``fit_pairs``; the result is the same). Judge the result with
+    frame pairs at once, or a single pair's independent stages (``fit_pairs``, ``TaskPool``;
+    the result is the same). Judge the result with
     ``check_reliable``. Whether to move from ``initial`` at all is decided once, on the
     per-tile gains of all frames pooled (more frames, more power to see a small correction).
     """
@@ -837,31 +941,40 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
             progress()
     jobs = [(ir_frames[index], vis_frames[index], initial, ir_valid[index], settings)
             for index in fitted]
-    fits = fit_pairs(jobs, workers, progress)
-    if not fits:
+    if not jobs:
         raise StreamFuseError(
             f"automatic registration is impossible: in all {len(ir_frames)} frame pairs the IR or "
             "the visible frame is blank (one uniform gray): no file written; use frames in which "
             "both cameras see the scene")
+    with TaskPool(processes_to_start(workers, len(jobs), settings)) as pool:
+        return combine_fits(jobs, fit_pairs(jobs, pool, progress), pool.map)
+
+
+def combine_fits(jobs: list[tuple], fits: list[PairFit], map_tasks: TaskMap = in_this_process
+                 ) -> AutoResult:
+    """The :class:`AutoResult` of the frame pairs ``jobs`` (``fit_pair``'s arguments, one
+    camera pair) from their ``fits``; ``map_tasks`` runs a single pair's sensitivity."""
+    _, _, initial, _, settings = jobs[0]
+    ir_size = (jobs[0][0].shape[1], jobs[0][0].shape[0])
     start_confidence = float(np.median([fit.start_score for fit in fits]))
     # Frames whose scene matches at several places say nothing about which one is right.
     clear = [fit for fit in fits if not fit.ambiguous]
     ambiguous_frames = len(fits) - len(clear)
-    used = [index for index, fit in zip(fitted, fits) if not fit.ambiguous]
-    same_modality = {index: fit.same_modality for index, fit in zip(fitted, fits)}
+    used = [job for job, fit in zip(jobs, fits) if not fit.ambiguous]
+    same_modality = [fit.same_modality for fit in fits if not fit.ambiguous]
 
     def patches_supporting(homography: np.ndarray) -> tuple[int, int]:
-        counts = [local_agreement(ir_frames[index], vis_frames[index], homography,
-                                  ir_valid[index], settings) for index in used]
+        counts = [local_agreement(ir_frame, vis_frame, homography, ir_valid, settings)
+                  for ir_frame, vis_frame, _, ir_valid, _ in used]
         return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
     def sensitivity_of_one_frame(homography: np.ndarray) -> float:
         # Several frames measure their residual by their disagreement.
         if len(used) != 1 or not settings.measure_sensitivity:
             return 0.0
-        index = used[0]
-        return sensitivity(ir_frames[index], vis_frames[index], homography, ir_valid[index],
-                           settings, same_modality[index])
+        ir_frame, vis_frame, _, ir_valid, _ = used[0]
+        return sensitivity(ir_frame, vis_frame, homography, ir_valid, settings,
+                           same_modality[0], map_tasks)
 
     # A start that scores below the refusal floor is no alignment to keep: the significance
     # test only protects one that could itself be written.
