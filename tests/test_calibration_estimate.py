@@ -19,6 +19,7 @@ from streamfuse.errors import StreamFuseError
 from streamfuse.registration import auto, ecc
 from streamfuse.registration.check import gradient_correlation
 from streamfuse.registration.geometry import corner_error, random_homography, transform_points
+from streamfuse.registration.tasks import TaskPool
 
 
 def _calibrate(*argv) -> int:
@@ -709,13 +710,13 @@ def _process_and_square(number: int) -> tuple[int, int]:
 
 def test_task_pool_runs_tasks_in_other_processes_in_order():
     numbers = list(range(7))
-    with auto.TaskPool(2) as pool:
+    with TaskPool(2) as pool:
         mapped = pool.map(_process_and_square, numbers)
         completed = dict(pool.as_completed(_process_and_square, numbers))
     assert [square for _, square in mapped] == [n * n for n in numbers]
     assert sorted(completed) == numbers and all(completed[n][1] == n * n for n in numbers)
     assert os.getpid() not in {pid for pid, _ in [*mapped, *completed.values()]}
-    with auto.TaskPool(1) as pool:  # one process: everything runs here
+    with TaskPool(1) as pool:  # one process: everything runs here
         assert {pid for pid, _ in pool.map(_process_and_square, numbers)} == {os.getpid()}
 
 
@@ -729,7 +730,7 @@ def test_auto_spreads_one_pair_over_worker_processes_with_the_same_result():
     valid = np.full_like(ir, 255)
     settings = auto.AutoSettings()
     batches = []
-    with auto.TaskPool(2) as pool:
+    with TaskPool(2) as pool:
         def recorded_map(function, items):
             batches.append(len(items))
             return pool.map(function, items)
