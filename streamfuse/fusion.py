@@ -164,6 +164,11 @@ def _share(own: torch.Tensor, other: torch.Tensor, eps: float) -> torch.Tensor:
     return (own + eps) / (own + other + 2 * eps)
 
 
+def _eager_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a channels_last map seen by eager PyTorch (not a compiler or exporter)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling()
+
+
 def _l1_norm(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
     """``sum |x|`` over ``dim`` (kept), accumulated in the weight dtype, so 64 half-precision
     channels cannot overflow.
@@ -172,7 +177,7 @@ def _l1_norm(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
     channels_last map 2.5-4x slower than ``abs().sum()``, which writes ``|x|`` first but is
     vectorised, so eager channels_last maps take that road.
     """
-    if x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling():
+    if _eager_channels_last(x):
         return x.abs().sum(dim=dim, keepdim=True, dtype=_weight_dtype(x))
     return torch.linalg.vector_norm(x, 1, dim=dim, keepdim=True, dtype=_weight_dtype(x))
 
@@ -370,8 +375,19 @@ def _mean_magnitude(x: torch.Tensor) -> torch.Tensor:
     return _l1_norm(x, (2, 3)) / (x.shape[2] * x.shape[3])
 
 
-def map_stats(x: torch.Tensor) -> MapStats:
-    """(B, C, H, W) map -> its :class:`MapStats`, computed from the map."""
+def map_stats(x: torch.Tensor, scratch: torch.Tensor | None = None) -> MapStats:
+    """(B, C, H, W) map -> its :class:`MapStats`, computed from the map.
+
+    Eager channels_last maps get both sums from one ``|x|`` (the values of ``l1_activity`` and
+    the channel means to the bit), written into ``scratch`` (like ``x``) when given: writing
+    ``|x|`` twice per map into fresh memory, whose pages the kernel then faults in, was most of
+    the eager layer's time (bench/fusion_layer_outside_graph.py).
+    """
+    if _eager_channels_last(x):
+        magnitude = x.abs() if scratch is None else torch.abs(x, out=scratch)
+        return MapStats(magnitude.sum(dim=1, keepdim=True, dtype=_weight_dtype(x)),
+                        magnitude.sum(dim=(2, 3), keepdim=True, dtype=_weight_dtype(x))
+                        / (x.shape[2] * x.shape[3]))
     return MapStats(l1_activity(x), _mean_magnitude(x))
 
 
@@ -464,6 +480,7 @@ def fuse_maps(
     config: FusionConfig | None = None,
     spatial_weight: torch.Tensor | float | None = None,
     channel_means: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fuse one IR/visible map pair with ``config.rule``.
 
@@ -480,6 +497,9 @@ def fuse_maps(
         channel_means: ``(pooled_ir, pooled_vis)``, each (B, C, 1, 1) mean of |x| per channel,
             when the caller has them (:class:`MapStats`); None computes them here. Read by the
             ``cam`` rules only.
+        scratch: a tensor like ``ir`` that the full-size weight of a ``+cam`` rule may be
+            written into (eager mode reuses one for all maps rather than faulting in the pages
+            of a fresh one each time); None allocates it.
 
     Returns:
         (B, C, H, W) fused map in the inputs' dtype.
@@ -505,12 +525,36 @@ def fuse_maps(
             spatial_weight = spatial_ir_weights(spatial_name, [ir], [vis], config)
         if cam:
             # Halve the small weight tensors first: only the final broadcast add is full size.
-            ir_weight = 0.5 * spatial_weight + 0.5 * cam_ir_weight
+            full_size = scratch if scratch is not None and scratch.dtype == cam_ir_weight.dtype \
+                and scratch.shape == ir.shape else None
+            ir_weight = torch.add(0.5 * spatial_weight, 0.5 * cam_ir_weight, out=full_size)
         else:
             ir_weight = spatial_weight
     if isinstance(ir_weight, torch.Tensor):
         ir_weight = ir_weight.to(ir.dtype)
     return _convex_mix(vis, ir, ir_weight)
+
+
+def _scratch_like(x: torch.Tensor, scratch: dict[tuple, torch.Tensor]) -> torch.Tensor:
+    """The tensor like ``x`` kept in ``scratch`` (made on first use) for intermediate maps."""
+    key = (x.shape, x.dtype, x.device, x.stride())
+    if key not in scratch:
+        scratch[key] = torch.empty_like(x)
+    return scratch[key]
+
+
+def _eager_stats(
+    maps: Sequence[torch.Tensor],
+    stats: Sequence[MapStats | None],
+    ruled: list[int],
+    scratch: dict[tuple, torch.Tensor],
+) -> tuple[MapStats | None, ...]:
+    """``stats``, with those missing for the ``ruled`` eager channels_last maps computed from
+    one |x| each (:func:`map_stats`, into a map of ``scratch``); the others stay as given."""
+    return tuple(
+        map_stats(x, _scratch_like(x, scratch)) if given is None and i in ruled else given
+        for i, (x, given) in enumerate(zip(maps, stats))
+    )
 
 
 class FusionLayer(nn.Module):
@@ -548,7 +592,17 @@ class FusionLayer(nn.Module):
         vis_stats = tuple(vis_stats) if vis_stats is not None else (None,) * len(MAP_NAMES)
         config = self.config
         ruled = [i for i, name in enumerate(MAP_NAMES) if name in config.apply_to]
-        spatial_name = config.rule.partition("+")[0]
+        spatial_name, _, cam = config.rule.partition("+")
+        # Eager maps: a rule reading both sums of a map gets them from one |x|, and |x| and the
+        # full-size mixing weights are written into one scratch map, not fresh memory each time
+        # (out= tensors have no gradient, so not while one is recorded).
+        recording = torch.is_grad_enabled() and any(
+            x.requires_grad for x in (*ir_features, *vis_features))
+        eager = not recording and all(_eager_channels_last(x) for x in (*ir_features, *vis_features))
+        scratch: dict[tuple, torch.Tensor] = {}
+        if eager and cam and spatial_name != "cam":
+            ir_stats = _eager_stats(ir_features, ir_stats, ruled, scratch)
+            vis_stats = _eager_stats(vis_features, vis_stats, ruled, scratch)
         spatial: torch.Tensor | float | None = None
         if ruled and config.rule != "sum" and spatial_name != "cam":
             # One weight computation for all ruled maps, stacked as channels.
@@ -570,7 +624,8 @@ class FusionLayer(nn.Module):
             means = None
             if ir_stats[i] is not None and vis_stats[i] is not None:
                 means = (ir_stats[i].channel_mean, vis_stats[i].channel_mean)
-            fused.append(fuse_maps(ir, vis, config, weight, means))
+            full_size = _scratch_like(ir, scratch) if eager and cam else None
+            fused.append(fuse_maps(ir, vis, config, weight, means, full_size))
         f1, f2, base, detail = fused
         return f1, f2, base, detail
 
