@@ -379,12 +379,18 @@ def map_stats(x: torch.Tensor, scratch: torch.Tensor | None = None) -> MapStats:
     """(B, C, H, W) map -> its :class:`MapStats`, computed from the map.
 
     Eager channels_last maps get both sums from one ``|x|`` (the values of ``l1_activity`` and
-    the channel means to the bit), written into ``scratch`` (like ``x``) when given: writing
-    ``|x|`` twice per map into fresh memory, whose pages the kernel then faults in, was most of
+    the channel means to the bit), written into ``scratch`` (like ``x``, in the weight dtype)
+    when given: writing ``|x|`` twice per map into fresh memory, whose pages the kernel then
+    faults in, and for half-precision maps converting it to float32 for each sum, were most of
     the eager layer's time (bench/fusion_layer_outside_graph.py).
     """
     if _eager_channels_last(x):
-        magnitude = x.abs() if scratch is None else torch.abs(x, out=scratch)
+        if scratch is None:
+            magnitude = x.abs()
+        elif scratch.dtype == x.dtype:
+            magnitude = torch.abs(x, out=scratch)
+        else:
+            magnitude = scratch.copy_(x).abs_()
         return MapStats(magnitude.sum(dim=1, keepdim=True, dtype=_weight_dtype(x)),
                         magnitude.sum(dim=(2, 3), keepdim=True, dtype=_weight_dtype(x))
                         / (x.shape[2] * x.shape[3]))
@@ -497,9 +503,9 @@ def fuse_maps(
         channel_means: ``(pooled_ir, pooled_vis)``, each (B, C, 1, 1) mean of |x| per channel,
             when the caller has them (:class:`MapStats`); None computes them here. Read by the
             ``cam`` rules only.
-        scratch: a tensor like ``ir`` that the full-size weight of a ``+cam`` rule may be
-            written into (eager mode reuses one for all maps rather than faulting in the pages
-            of a fresh one each time); None allocates it.
+        scratch: a tensor like ``ir`` (shape and dtype) that the full-size weight of a ``+cam``
+            rule may be written into (eager mode reuses one for all maps rather than faulting in
+            the pages of a fresh one each time); None allocates it.
 
     Returns:
         (B, C, H, W) fused map in the inputs' dtype.
@@ -525,7 +531,9 @@ def fuse_maps(
             spatial_weight = spatial_ir_weights(spatial_name, [ir], [vis], config)
         if cam:
             # Halve the small weight tensors first: only the final broadcast add is full size.
-            full_size = scratch if scratch is not None and scratch.dtype == cam_ir_weight.dtype \
+            # Into ``scratch``, the sum is rounded to the maps' dtype as it is stored, exactly as
+            # the conversion below would round it.
+            full_size = scratch if scratch is not None and scratch.dtype == ir.dtype \
                 and scratch.shape == ir.shape else None
             ir_weight = torch.add(0.5 * spatial_weight, 0.5 * cam_ir_weight, out=full_size)
         else:
@@ -535,11 +543,14 @@ def fuse_maps(
     return _convex_mix(vis, ir, ir_weight)
 
 
-def _scratch_like(x: torch.Tensor, scratch: dict[tuple, torch.Tensor]) -> torch.Tensor:
-    """The tensor like ``x`` kept in ``scratch`` (made on first use) for intermediate maps."""
-    key = (x.shape, x.dtype, x.device, x.stride())
+def _scratch_like(x: torch.Tensor, scratch: dict[tuple, torch.Tensor],
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The tensor like ``x`` (in ``dtype``, default x's) kept in ``scratch`` for intermediate
+    maps, made on first use."""
+    dtype = dtype or x.dtype
+    key = (x.shape, dtype, x.device, x.stride())
     if key not in scratch:
-        scratch[key] = torch.empty_like(x)
+        scratch[key] = torch.empty_like(x, dtype=dtype)
     return scratch[key]
 
 
@@ -552,7 +563,8 @@ def _eager_stats(
     """``stats``, with those missing for the ``ruled`` eager channels_last maps computed from
     one |x| each (:func:`map_stats`, into a map of ``scratch``); the others stay as given."""
     return tuple(
-        map_stats(x, _scratch_like(x, scratch)) if given is None and i in ruled else given
+        map_stats(x, _scratch_like(x, scratch, _weight_dtype(x))) if given is None and i in ruled
+        else given
         for i, (x, given) in enumerate(zip(maps, stats))
     )
 

@@ -313,15 +313,17 @@ def test_fusion_layer_weights_all_maps_at_once_like_one_map_at_a_time(rule):
             torch.testing.assert_close(out, alone, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rule", RULES)
-def test_eager_scratch_maps_give_the_same_bits_as_fresh_ones(rule):
-    """Eager channels_last maps: |x| (once per map) and the full-size mixing weights go into one
-    reused scratch map. Recording gradients turns that off (fresh tensors, the same arithmetic),
-    so both must agree to the bit, and leave the input maps as they were."""
+def test_eager_scratch_maps_give_the_same_bits_as_fresh_ones(rule, dtype):
+    """Eager channels_last maps: |x| (once per map, in float32 for bf16 maps) and the full-size
+    mixing weights go into reused scratch maps. Recording gradients turns that off (fresh
+    tensors, the same arithmetic), so both must agree to the bit, and leave the input maps as
+    they were."""
     pairs = [random_maps(activation, 60 + i, batch=2)
              for i, activation in enumerate(["prelu", "prelu", "tanh", "tanh"])]
-    ir_features, vis_features = (tuple(pair[camera].contiguous(memory_format=torch.channels_last)
-                                       for pair in pairs) for camera in (0, 1))
+    ir_features, vis_features = (tuple(pair[camera].to(dtype).contiguous(
+        memory_format=torch.channels_last) for pair in pairs) for camera in (0, 1))
     originals = [x.clone() for x in (*ir_features, *vis_features)]
     for apply_to in (MAP_NAMES, ("f2", "detail")):
         layer = FusionLayer(dataclasses.replace(CONFIG, rule=rule, apply_to=apply_to))
