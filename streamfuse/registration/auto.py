@@ -52,6 +52,7 @@ from streamfuse.registration.geometry import (
 )
 from streamfuse.registration.tasks import TaskMap, TaskPool, in_this_process
 
+
 @dataclass
 class AutoSettings:
     """Knobs of the automatic registration (defaults fit frames 160-1000 px wide)."""
@@ -626,8 +627,9 @@ def fit_pair(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.ndarray,
     # decide: at 320 px two places can correlate within 10 % of each other when only one of
     # them still fits at full resolution.
     starts = [coarse_options[0][0], *rivals(coarse_options, ir_size, settings)]
-    fine = fine_alignments_from(starts, ir_frame, vis_frame, ir_valid, settings, map_tasks)
-    ends = sorted(((start, *end) for start, end in zip(starts, fine)), key=lambda end: -end[2])
+    fine_ends = fine_alignments_from(starts, ir_frame, vis_frame, ir_valid, settings, map_tasks)
+    ends = sorted(((start, *end) for start, end in zip(starts, fine_ends)),
+                  key=lambda end: -end[2])
     coarse, fine, _, uncertainty = ends[0]
     candidates = [("start", initial), ("affine", coarse), ("homography", fine)]
     fine_intensity = intensity_correlation(ir_frame, vis_frame, fine, ir_valid)

@@ -82,7 +82,8 @@ class TaskPool:
             self._pool.terminate()
         self._pool.join()
 
-    def _parallel(self, tasks: int) -> bool:
+    def _use_workers(self, tasks: int) -> bool:
+        """Whether ``tasks`` tasks go to the workers, which start at the first that do."""
         if self.processes <= 1 or tasks <= 1:
             return False
         if self._pool is None:
@@ -93,14 +94,14 @@ class TaskPool:
 
     def map(self, function: Callable[[Any], Any], items: list) -> list:
         """The ``TaskMap``: ``[function(item) for item in items]``, in order."""
-        if not self._parallel(len(items)):
+        if not self._use_workers(len(items)):
             return in_this_process(function, items)
         return self._pool.map(function, items, chunksize=1)
 
     def as_completed(self, function: Callable[[Any], Any], items: list
                      ) -> Iterator[tuple[int, Any]]:
         """``(index, function(items[index]))`` for each item, as each one ends."""
-        if not self._parallel(len(items)):
+        if not self._use_workers(len(items)):
             for index, item in enumerate(items):
                 yield index, function(item)
             return
