@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from streamfuse.allocator import keep_freed_memory
 from streamfuse.evaluate import BASELINES, evaluate_folder, parse_methods
 from streamfuse.fusion import FusionConfig
 
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_memory()  # every pair is fused with eager PyTorch: see streamfuse.allocator
     methods_text = args.rules if args.rules is not None else ("" if args.fused else DEFAULT_METHODS)
     result = evaluate_folder(args.data, parse_methods(methods_text), args.weights, args.fused, args.device)
     print(result.table())

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from streamfuse.allocator import keep_freed_memory
 from streamfuse.calibration import IrRegistrar, load_calibration
 from streamfuse.checkpoint import check_checkpoint_exists
 from streamfuse.commands.run import log_to_terminal, report
@@ -104,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     if args.calibration is not None and args.resize:
         raise StreamFuseError("--calibration and --resize both bring IR to the visible frame: pass one")
     args.engine, args.precision = args.engine or "eager", args.precision or "fp32"
+    if args.engine in ("eager", "compile"):
+        keep_freed_memory()  # many full-size maps allocated per pair: see streamfuse.allocator
     if args.ir.is_dir() != args.vis.is_dir():
         raise StreamFuseError(f"--ir {args.ir} and --vis {args.vis} must both be files or both be folders")
     registrar = None
