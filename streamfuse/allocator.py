@@ -4,8 +4,9 @@ glibc serves every request above 32 MB with a fresh ``mmap`` and unmaps it when 
 each full-size feature map PyTorch allocates (84 MB at 640x512) has its pages faulted in again,
 call after call: the eager engine ran 1.56x (fp32) and 1.71x (bf16) faster at 640x512 with that
 turned off (``bench/allocator_env.py``), for 0.3-0.6 GB more peak memory. It is a setting of
-the whole process, so only the commands that own their process and fuse many pairs with
-PyTorch (``streamfuse fuse`` on images, ``streamfuse eval``) turn it on; the library does not.
+the whole process, so only the commands that own their process and run PyTorch on many pairs
+(``streamfuse fuse`` on images, ``streamfuse eval``, ``streamfuse train``) turn it on; the
+library, ``streamfuse run`` and ``streamfuse bench`` do not.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from streamfuse.allocator import keep_freed_memory
 from streamfuse.config import load_yaml, parse_overrides, from_mapping
 from streamfuse.train import TrainConfig, train
 
@@ -25,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_yaml(TrainConfig, args.config, args.overrides)
     else:
         config = from_mapping(TrainConfig, parse_overrides(args.overrides), "--set")
+    keep_freed_memory()  # batches of full-size maps and their gradients: see streamfuse.allocator
     model_path = train(config, resume=args.resume)
     print(f"weights written to {model_path}")
     return 0
