@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from streamfuse.bench import machine_description  # noqa: E402
 from streamfuse.engines import create_fuser  # noqa: E402
 from streamfuse.fuser import Fuser  # noqa: E402
-from streamfuse.fusion import FusionLayer  # noqa: E402
+from streamfuse.fusion import FusionConfig, FusionLayer  # noqa: E402
 
 WIDTH, HEIGHT = 640, 512
 RULE = "saliency+cam"
@@ -92,14 +92,15 @@ def main() -> None:
                           for x in camera) for camera in (ir_maps, vis_maps)]
             for mode in ("inductor", "eager"):
                 for rule in (RULE, "sum"):
-                    layer = FusionLayer(type(reference.config)(rule=rule)).eval()
+                    layer = FusionLayer(FusionConfig(rule=rule)).eval()
                     layer = torch.compile(layer) if mode == "inductor" else layer
                     runners.setdefault(f"{mode} {str(dtype).split('.')[-1]}", []).append(
                         lambda layer=layer, maps=maps: layer(*maps))
         with torch.inference_mode():
             for calls in runners.values():
                 for call in calls:
-                    call(), call()  # compile, then warm
+                    call()  # compiles
+                    call()  # warm
             agreement = {}
             for name, (call, _) in runners.items():
                 if not name.startswith("openvino"):

@@ -353,16 +353,15 @@ def best_end(ends: list[tuple[float, np.ndarray]], ir_size: tuple[int, int],
 
 
 def fine_alignments(ir_frame: np.ndarray, vis_frame: np.ndarray, start: np.ndarray,
-                    ir_valid: np.ndarray, settings: AutoSettings,
-                    map_tasks: TaskMap = in_this_process) -> tuple[np.ndarray, float, float]:
+                    ir_valid: np.ndarray, settings: AutoSettings
+                    ) -> tuple[np.ndarray, float, float]:
     """The fine stage from ``start``: each of the ``fine_schedules`` run and settled
     (``fine_end``), IR->visible: (the settled end with the best full-resolution score, that
     score, its uncertainty, see ``best_end``). Where the scene pins the homography down, every
     schedule ends at one place; on a weak scene they settle pixels apart with the same score
     (separate optima), and no score can tell which is right. Unsettled, ends that are still
-    creeping towards one optimum would look like that too. ``map_tasks`` runs the schedules
-    (see ``TaskPool``)."""
-    return fine_alignments_from([start], ir_frame, vis_frame, ir_valid, settings, map_tasks)[0]
+    creeping towards one optimum would look like that too."""
+    return fine_alignments_from([start], ir_frame, vis_frame, ir_valid, settings)[0]
 
 
 def fine_alignments_from(starts: list[np.ndarray], ir_frame: np.ndarray, vis_frame: np.ndarray,
