@@ -112,6 +112,10 @@ def test_compile_matches_reference(weights, pairs, reference):
     precision = resolve_precision("auto", "compile", torch.device("cpu"))
     fuser = create_fuser(weights, RULE, "compile", precision, "cpu")
     check_engine(fuser, pairs, reference, precision)
+    # One pair per call is its own graph: at batch 1, Inductor in torch 2.13 miscompiled the
+    # bf16 network into NaN maps (see CompiledFuser), which a batch of two does not show.
+    one_pair = tuple(stack[:1] for stack in pairs)
+    check_engine(fuser, one_pair, reference[:1], precision)
 
 
 @needs_openvino

@@ -92,6 +92,13 @@ class CompiledFuser(EagerFuser):
             self._compiled = torch.compile(self.net, fullgraph=True, dynamic=False, options={
                 "triton.cudagraphs": True, "coordinate_descent_tuning": True})
         else:
+            # conv1 (one input channel) writes its map contiguous, and at batch 1 Inductor (torch
+            # 2.13) miscompiles a half-precision map's copy to channels_last fused with its
+            # per-channel sums over the pixels (the CAM means): garbage and NaN, which the
+            # saliency histogram then rejects as out-of-range bins. With eight input channels
+            # (seven of them zero) conv1 writes channels_last itself, and no such copy exists.
+            pad_input_channels(self.net)
+            self.net = self.net.to(memory_format=torch.channels_last)
             self._compiled = torch.compile(self.net, fullgraph=True, dynamic=False,
                                            options={"freezing": True})
 
