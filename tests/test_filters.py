@@ -8,6 +8,7 @@ import torch
 
 import fusion_reference as ref
 from conftest import read_pair
+from streamfuse import filters
 from streamfuse.filters import box_filter, guided_filter
 
 # float32 results against float64 references: values here are O(1), so 1e-4 leaves a wide
@@ -62,6 +63,22 @@ def test_box_filter_keeps_float32_precision_on_full_frames(radius):
     out = box_filter(_as_tensor(image), radius)[0, 0].double().numpy()
     expected = ref.box_mean_integral(image, radius)
     np.testing.assert_allclose(out, expected, rtol=0, atol=ATOL_FULL_FRAME)
+
+
+@pytest.mark.parametrize("radius", [1, 7])
+def test_box_filter_convolution_and_pooling_agree_on_a_real_frame(monkeypatch, radius):
+    # float32 on the CPU sums by depthwise convolution; float64 and exported graphs pool.
+    ir, vis = read_pair("flir-test", 3)
+    frames = torch.from_numpy(np.stack([ir, vis, 255 - ir, vis * 0.5])).float()[None] / 255
+    assert filters._sums_by_convolution(frames)
+    assert not filters._sums_by_convolution(frames.double())
+    by_convolution = box_filter(frames, radius)
+    monkeypatch.setattr(filters, "_sums_by_convolution", lambda x: False)
+    by_pooling = box_filter(frames, radius)
+    # The same sums in the same order here; 1e-6 allows another summation order elsewhere.
+    torch.testing.assert_close(by_convolution, by_pooling, rtol=0, atol=1e-6)
+    expected = ref.box_mean_integral(frames[0, 1].double().numpy(), radius)
+    np.testing.assert_allclose(by_convolution[0, 1].numpy(), expected, rtol=0, atol=ATOL_FULL_FRAME)
 
 
 def test_box_filter_rejects_negative_radius():
