@@ -25,9 +25,9 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     float32 precision on large frames, where a 2-D cumulative-sum (integral image) box filter
     loses digits to the growing running sums. The sums are average poolings with
     ``count_include_pad=False``, except for float32 on the CPU outside ``torch.export``: there
-    they are depthwise convolutions with a row and a column of ones, which oneDNN runs 2-7x
-    faster than PyTorch's CPU pooling (the same sums, in the same order;
-    ``bench/box_filter_cpu.py``). Exported graphs keep the pooling their compilers know.
+    they are depthwise convolutions with a row and a column of ones, which oneDNN runs 1.7-3.6x
+    faster than PyTorch's CPU pooling at the fusion layer's shapes (the same sums in the same
+    order; ``bench/box_filter_cpu.py``). Exported graphs keep the pooling their compilers know.
 
     Args:
         x: (B, C, H, W) floating tensor.
