@@ -60,6 +60,8 @@ def _unpickler_reason(error: pickle.UnpicklingError) -> str:
 
 def check_checkpoint_exists(path: Path, fix: str = "give --weights a .pt file") -> None:
     """Raise the one-line error for a missing checkpoint file; ``fix`` ends the message."""
+    if path.is_dir():
+        raise StreamFuseError(f"{path}: is a folder, not a checkpoint file ({fix})")
     if not path.is_file():
         raise StreamFuseError(f"{path}: no such checkpoint file ({fix})")
 
@@ -125,10 +127,18 @@ def _load_state_dict(model: DIDFuse, state_dict: dict, path: Path) -> None:
             f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})"
         )
     for key, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise StreamFuseError(f"{path}: weight {key} is a {type(tensor).__name__}, not a tensor")
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise StreamFuseError(
                 f"{path}: weight {key} has shape {tuple(tensor.shape)}, "
                 f"the network needs {tuple(expected[key].shape)}"
+            )
+        # A diverged training run saves NaN/inf weights; they would fuse every frame to garbage.
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise StreamFuseError(
+                f"{path}: weight {key} holds NaN or infinite values (a diverged training run?); "
+                "use an earlier checkpoint or retrain with a lower learning rate"
             )
     model.load_state_dict(state_dict)
 

@@ -148,7 +148,9 @@ def _key_of(message: str) -> str | None:
 
 
 def from_mapping(cls: type[T], mapping: Any, source: str = "config", lines: dict | None = None) -> T:
-    """Build ``cls`` from a plain mapping; errors name ``source`` and, when known, the line."""
+    """Build ``cls`` from a plain mapping; errors name ``source`` and, when known, the line.
+    ``lines`` maps dotted keys to line numbers, or to ``"--set"`` for keys set on the command
+    line (errors in those name the option, not the file)."""
     try:
         return _build(cls, mapping, "")
     except StreamFuseError as error:
@@ -160,7 +162,10 @@ def from_mapping(cls: type[T], mapping: Any, source: str = "config", lines: dict
                 line = lines[key]
                 break
             key = key.rpartition(".")[0]
-        location = f"{source}:{line}" if line else source
+        if line == "--set":
+            location = f"--set {key}"
+        else:
+            location = f"{source}:{line}" if line else source
         raise StreamFuseError(f"{location}: {error}") from None
 
 
@@ -170,7 +175,8 @@ def parse_overrides(overrides: list[str] | None) -> dict:
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise StreamFuseError(f"--set {item!r}: expected KEY=VALUE, e.g. --set batch.size=4")
+            raise StreamFuseError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. "
+                                  "--set inference.batch_size=4 (run) or --set optim.epochs=10 (train)")
         try:
             value = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
@@ -213,8 +219,20 @@ def load_yaml(cls: type[T], path: str | Path, overrides: list[str] | None = None
     lines = _line_index(root) if root is not None else {}
     if mapping is not None and not isinstance(mapping, dict):
         raise StreamFuseError(f"{path}:1: the file must be a mapping of keys, got {type(mapping).__name__}")
-    mapping = merge(mapping or {}, parse_overrides(overrides))
-    return from_mapping(cls, mapping, str(path), lines)
+    overridden = parse_overrides(overrides)
+    lines.update(dict.fromkeys(_dotted_keys(overridden), "--set"))
+    return from_mapping(cls, merge(mapping or {}, overridden), str(path), lines)
+
+
+def _dotted_keys(nested: dict, prefix: str = "") -> list[str]:
+    """``{"a": {"b": 1}}`` -> ``["a.b"]``: the leaf keys of parsed ``--set`` options."""
+    keys = []
+    for key, value in nested.items():
+        if isinstance(value, dict) and value:
+            keys.extend(_dotted_keys(value, f"{prefix}{key}."))
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def to_dict(config: Any) -> dict:

@@ -64,11 +64,7 @@ def pair_files(ir_folder: str | Path, vis_folder: str | Path) -> tuple[list[tupl
 
 
 def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The central ``size x size`` window; smaller images are reflect-padded up to it first."""
+    """The central ``size x size`` window of an image at least that large."""
     h, w = image.shape[:2]
-    pad_h, pad_w = max(0, size - h), max(0, size - w)
-    if pad_h or pad_w:
-        image = cv2.copyMakeBorder(image, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2, cv2.BORDER_REFLECT_101)
-        h, w = image.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2
     return image[top : top + size, left : left + size]

@@ -27,6 +27,7 @@ from streamfuse.errors import StreamFuseError
 from streamfuse.images import centre_crop, pair_files, read_image
 from streamfuse.losses import LossConfig, didfuse_loss
 from streamfuse.model import DIDFuse, DIDFuseConfig
+from streamfuse.outputs import check_writable_folder
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.pt"
@@ -39,6 +40,10 @@ class DataConfig:
     train_dir: str = "../shared/data/flir-train"  # holds ir/ and vis/ with pairs matched by stem
     crop: int = 128  # centre crop, training only
 
+    def __post_init__(self) -> None:
+        if self.crop < 8:
+            raise ValueError(f"'crop' must be at least 8 pixels, got {self.crop}")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -47,6 +52,16 @@ class OptimConfig:
     lr: float = 1e-3
     lr_decay_epochs: list[int] = field(default_factory=lambda: [40, 80])
     lr_decay_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"'epochs' must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"'batch_size' must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"'lr' must be positive, got {self.lr}")
+        if not self.lr_decay_factor > 0:
+            raise ValueError(f"'lr_decay_factor' must be positive, got {self.lr_decay_factor}")
 
 
 @dataclass(frozen=True)
@@ -88,11 +103,21 @@ def load_training_pairs(data: DataConfig) -> torch.Tensor:
     pairs, _ = pair_files(root / "ir", root / "vis")
     if not pairs:
         raise StreamFuseError(f"{root}: no image pairs with matching stems in ir/ and vis/")
-    crops = [
-        np.stack([centre_crop(read_image(p, gray=True), data.crop) for p in (ir_path, vis_path)])
-        for _, ir_path, vis_path in pairs
-    ]
+    crops = [_training_crop(ir_path, vis_path, data.crop) for _, ir_path, vis_path in pairs]
     return torch.from_numpy(np.stack(crops)).float() / 255.0
+
+
+def _training_crop(ir_path: Path, vis_path: Path, crop: int) -> np.ndarray:
+    """``(2, crop, crop)`` uint8: the centre crops of an aligned pair. Pairs of two sizes are not
+    aligned pixel for pixel, and a crop beyond the image would train on padding: both refused."""
+    ir, vis = read_image(ir_path, gray=True), read_image(vis_path, gray=True)
+    if ir.shape != vis.shape:
+        raise StreamFuseError(f"{ir_path} is {ir.shape[1]}x{ir.shape[0]} but {vis_path} is "
+                              f"{vis.shape[1]}x{vis.shape[0]}: training needs aligned pairs of one size")
+    if min(ir.shape) < crop:
+        raise StreamFuseError(f"{ir_path} is {ir.shape[1]}x{ir.shape[0]}, smaller than data.crop {crop}: "
+                              f"lower data.crop to at most {min(ir.shape)} or remove the pair")
+    return np.stack([centre_crop(ir, crop), centre_crop(vis, crop)])
 
 
 def learning_rate(optim: OptimConfig, epoch: int) -> float:
@@ -145,8 +170,11 @@ def draw_loss_curves(history: list[dict], width: int = 720, panel: int = 120) ->
 
 def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> Path:
     """Run (or resume) training; returns the path of the final checkpoint in our format."""
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_writable_folder(config.out_dir, "out_dir")
+    state_path = out_dir / STATE_FILE
+    if resume and not state_path.is_file():
+        raise StreamFuseError(f"{state_path}: nothing to resume (no saved run in out_dir); "
+                              "start without --resume, or set out_dir to the run to continue")
     device = training_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
     if config.threads:
@@ -159,8 +187,7 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr)
     history: list[dict] = []
     start_epoch = 0
-    state_path = out_dir / STATE_FILE
-    if resume and state_path.is_file():
+    if resume:
         state = torch.load(state_path, map_location=device, weights_only=True)
         if state["config"] != to_dict(config):
             raise StreamFuseError(f"{state_path}: was written with another config; resume with the same one or use a new out_dir")

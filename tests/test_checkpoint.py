@@ -30,6 +30,21 @@ def test_missing_file(tmp_path):
         load_checkpoint(tmp_path / "absent.pt")
 
 
+def test_a_folder_is_not_called_missing(tmp_path):
+    with pytest.raises(StreamFuseError, match="is a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_diverged_weights_are_refused(tmp_path, bad_value):
+    path = save_checkpoint(DIDFuse(), tmp_path / "diverged.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["decoder.conv7.1.weight"][0, 3, 1, 1] = bad_value
+    torch.save(payload, path)
+    with pytest.raises(StreamFuseError, match=r"diverged.pt: weight decoder.conv7.1.weight holds NaN or infinite"):
+        load_checkpoint(path)
+
+
 def test_truncated_file(tmp_path):
     path = save_checkpoint(DIDFuse(), tmp_path / "m.pt")
     data = path.read_bytes()

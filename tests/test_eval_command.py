@@ -1,6 +1,7 @@
 """`streamfuse eval`: the table's numbers are the metrics of the images each method produces."""
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -76,3 +77,34 @@ def test_unknown_rule_and_missing_fused_image(small_set, capsys):
     empty.mkdir(exist_ok=True)
     assert main(["eval", "--data", str(root / "data"), "--fused", str(empty)]) == 2
     assert "no fused image for pair '000'" in capsys.readouterr().err
+
+
+def test_bad_pairs_are_left_out_and_named_not_fatal(small_set, tmp_path, capsys):
+    root, pairs, weights = small_set
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    (data / "ir" / "001.png").write_bytes(b"not a png")  # corrupt
+    ir, vis = pairs["002"]
+    cv2.imwrite(str(data / "vis" / "002.png"), cv2.resize(vis, (80, 64)))  # another size
+    cv2.imwrite(str(data / "ir" / "003.png"), ir)  # no visible partner
+    report = tmp_path / "r.json"
+    assert main(["eval", "--data", str(data), "--rules", "pixel-average", "--json", str(report)]) == 1
+    captured = capsys.readouterr()
+    assert ": 1 pairs (3 left out, listed below)" in captured.out
+    assert "001.png: cannot decode the image" in captured.err
+    assert "002.png is 72x64 but" in captured.err and "is 80x64" in captured.err
+    assert "003: only in one of ir/ and vis/" in captured.err
+    result = json.loads(report.read_text())
+    assert result["pairs"] == ["000"] and len(result["skipped"]) == 3
+    ir0, vis0 = pairs["000"]
+    assert result["per_pair"]["pixel-average"]["EN"] == pytest.approx([evaluate(average_fusion(ir0, vis0), ir0, vis0)["EN"]])
+
+
+def test_unwritable_report_fails_before_scoring(small_set, tmp_path, capsys):
+    root, _, _ = small_set
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["eval", "--data", str(root / "data"), "--rules", "pixel-average", "--csv", str(blocker / "t.csv")]) == 2
+    captured = capsys.readouterr()
+    assert "--csv" in captured.err and "is a file, not a folder" in captured.err
+    assert "pairs" not in captured.out  # no table: nothing was scored

@@ -151,7 +151,7 @@ def test_folder_run_goes_on_past_bad_pairs_and_reports_them(tmp_path, weights, c
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["001.png", "003.png"]
     err = capsys.readouterr().err
-    assert "002.png: cannot decode" in err and "004" in err
+    assert err.count("002.png: cannot decode") == 1 and err.count("004: only in one") == 1
 
 
 def test_missing_file_and_unknown_rule_are_one_line_errors(tmp_path, weights, capsys):
@@ -176,7 +176,42 @@ def test_output_where_no_folder_can_be_made_is_a_one_line_error(tmp_path, weight
                  "--weights", str(weights)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert err == f"streamfuse fuse: error: {blocker / 'sub'}: Not a directory"
+    assert err == (f"streamfuse fuse: error: -o {blocker / 'sub' / 'o.png'}: {blocker} is a file, "
+                   "not a folder; name a path in a folder")
+
+
+def test_unwritable_outputs_fail_before_any_work(tmp_path, weights, capsys):
+    data = tmp_path / "data"
+    write_pair(data, "001", *small_real_pair("flir-test", 0, (64, 48)))
+    video = write_video(tmp_path / "ir.mp4", [([ir_scene(i / 10) for i in range(3)], 10)])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    for inputs, output in [((data / "ir", data / "vis"), blocker / "fused"),
+                           ((video, video), blocker / "fused.mp4")]:
+        code = main(["fuse", "--ir", str(inputs[0]), "--vis", str(inputs[1]), "-o", str(output),
+                     "--weights", str(weights)])
+        captured = capsys.readouterr()
+        assert code == 2 and f"error: -o {output}: {blocker} is a file" in captured.err
+        assert "fusing" not in captured.err  # no progress bar: it failed before the work
+
+
+def test_folder_arguments_that_cannot_work_are_named(tmp_path, weights, capsys):
+    data = tmp_path / "data"
+    write_pair(data, "001", *small_real_pair("flir-test", 0, (64, 48)))
+    (tmp_path / "empty" / "ir").mkdir(parents=True)
+    (tmp_path / "empty" / "vis").mkdir()
+    for arguments, message in [
+        (["--ir", tmp_path / "missing", "--vis", data / "vis", "-o", tmp_path / "o"],
+         f"--ir {tmp_path / 'missing'}: no such image, folder or video"),
+        (["--ir", data / "ir", "--vis", data / "vis", "-o", tmp_path / "o.png"],
+         "folders of pairs are fused into a folder"),
+        (["--ir", tmp_path / "empty" / "ir", "--vis", tmp_path / "empty" / "vis", "-o", tmp_path / "o"],
+         "hold no images (.bmp, .jpeg"),
+    ]:
+        assert main(["fuse", *map(str, arguments), "--weights", str(weights)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert message in error and "\n" not in error
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o").exists()
 
 
 def test_two_videos_fuse_into_one_video_frame_by_frame(tmp_path):

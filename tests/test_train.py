@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,47 @@ def test_bf16_autocast_step_runs_on_this_cpu(tmp_path, tiny_data):
     config = write_config(tmp_path / "bf16.yaml", tiny_data, tmp_path / "bf16", epochs=1)
     assert main(["train", str(config), "--set", "precision=bf16"]) == 0
     assert (tmp_path / "bf16" / "model.pt").is_file()
+
+
+def test_nothing_to_resume_is_refused_before_any_work(tmp_path, tiny_data):
+    config = write_config(tmp_path / "fresh.yaml", tiny_data, tmp_path / "fresh")
+    with pytest.raises(StreamFuseError, match=r"fresh/last.pt: nothing to resume"):
+        main_raising(["train", str(config), "--resume"])
+    assert not (tmp_path / "fresh" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("optim.epochs=-1", r"key 'optim.epochs' must be at least 1, got -1"),
+    ("optim.batch_size=0", r"key 'optim.batch_size' must be at least 1"),
+    ("optim.lr=0", r"key 'optim.lr' must be positive"),
+    ("data.crop=4", r"key 'data.crop' must be at least 8"),
+])
+def test_impossible_settings_are_refused(tmp_path, tiny_data, setting, message):
+    config = write_config(tmp_path / "bad.yaml", tiny_data, tmp_path / "bad")
+    with pytest.raises(StreamFuseError, match=message):
+        main_raising(["train", str(config), "--set", setting])
+    assert not (tmp_path / "bad" / "model.pt").exists()
+
+
+def test_pairs_that_cannot_train_are_named(tmp_path, tiny_data):
+    config = write_config(tmp_path / "c.yaml", tiny_data, tmp_path / "run")
+    with pytest.raises(StreamFuseError, match=r"is 48x32, smaller than data.crop 40: lower data.crop to at most 32"):
+        main_raising(["train", str(config), "--set", "data.crop=40"])
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_data, mixed)
+    first_vis = sorted((mixed / "vis").iterdir())[0]
+    cv2.imwrite(str(first_vis), cv2.resize(cv2.imread(str(first_vis), cv2.IMREAD_GRAYSCALE), (50, 32)))
+    config = write_config(tmp_path / "m.yaml", mixed, tmp_path / "run")
+    with pytest.raises(StreamFuseError, match=rf"is 48x32 but .*{first_vis.name} is 50x32: training needs aligned pairs"):
+        main_raising(["train", str(config)])
+
+
+def test_unwritable_out_dir_fails_before_training(tmp_path, tiny_data):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    config = write_config(tmp_path / "o.yaml", tiny_data, blocker / "run")
+    with pytest.raises(StreamFuseError, match=r"out_dir .*file/run: .*file is a file, not a folder"):
+        main_raising(["train", str(config)])
 
 
 def test_config_errors_name_the_key_and_line(tmp_path):

@@ -25,6 +25,7 @@ from streamfuse.errors import StreamFuseError
 from streamfuse.fuser import DEFAULT_WEIGHTS, REPO_ROOT
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import DIDFuse
+from streamfuse.outputs import check_writable_file
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             raise StreamFuseError(f"--threads {args.threads}: must be at least 1")
         torch.set_num_threads(args.threads)
     resolve_device(args.device)  # a device this machine lacks fails here, before the progress bar
+    output = check_writable_file(args.output or default_output(args.device), "-o")
     on_cuda = args.device.startswith("cuda")
     config = BenchConfig(
         resolutions=parse_resolutions(args.resolutions),
@@ -105,8 +107,6 @@ def run(args: argparse.Namespace) -> int:
     result["weights"] = weights
     table = format_table(result)
     print(table)
-    output = args.output or default_output(args.device)
-    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
     output.with_suffix(".txt").write_text(table + "\n")
     print(f"wrote {output} and {output.with_suffix('.txt')}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from streamfuse.allocator import keep_freed_memory
 from streamfuse.evaluate import BASELINES, evaluate_folder, parse_methods
 from streamfuse.fusion import FusionConfig
+from streamfuse.outputs import check_writable_file
 
 DEFAULT_METHODS = f"{FusionConfig.rule},{','.join(BASELINES)}"
 
@@ -32,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     keep_freed_memory()  # every pair is fused with eager PyTorch: see streamfuse.allocator
+    for flag, path in (("--csv", args.csv), ("--json", args.json)):
+        if path is not None:
+            check_writable_file(path, flag)
     methods_text = args.rules if args.rules is not None else ("" if args.fused else DEFAULT_METHODS)
     result = evaluate_folder(args.data, parse_methods(methods_text), args.weights, args.fused, args.device)
     print(result.table())
@@ -39,4 +44,9 @@ def run(args: argparse.Namespace) -> int:
         result.write_csv(args.csv)
     if args.json:
         result.write_json(args.json)
+    if result.skipped:
+        print(f"streamfuse eval: {len(result.skipped)} pair(s) left out:", file=sys.stderr)
+        for problem in result.skipped:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     return 0

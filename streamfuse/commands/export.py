@@ -13,6 +13,7 @@ from streamfuse.export import check_onnx, export_onnx
 from streamfuse.fuser import FusionNet, resolve_weights
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import fold_model
+from streamfuse.outputs import check_writable_file
 
 # The check input differs in size from the export example, so it proves height/width are dynamic.
 CHECK_SHAPE = (72, 100)
@@ -39,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise StreamFuseError(f"--batch {args.batch}: must be at least 1")
+    check_writable_file(args.output, "-o")
     model, _ = load_checkpoint(resolve_weights(args.weights))
     net = FusionNet(fold_model(model), FusionConfig(rule=args.rule)).eval()
     print(f"exporting {args.rule} for batch {args.batch} to {args.output} ...")

@@ -19,7 +19,8 @@ from streamfuse.commands.run import log_to_terminal, report
 from streamfuse.engines import ENGINES, PRECISIONS, create_fuser
 from streamfuse.errors import StreamFuseError
 from streamfuse.fusion import FusionConfig
-from streamfuse.images import pair_files, read_image, write_png
+from streamfuse.images import IMAGE_SUFFIXES, pair_files, read_image, write_png
+from streamfuse.outputs import check_writable_file, check_writable_folder
 from streamfuse.pipeline.config import (
     InferenceConfig, PipelineConfig, SinksConfig, SourceConfig, VideoSinkConfig, check_files,
 )
@@ -107,16 +108,20 @@ def run(args: argparse.Namespace) -> int:
     args.engine, args.precision = args.engine or "eager", args.precision or "fp32"
     if args.engine in ("eager", "compile"):
         keep_freed_memory()  # many full-size maps allocated per pair: see streamfuse.allocator
+    for flag, path in (("--ir", args.ir), ("--vis", args.vis)):
+        if not path.exists():
+            raise StreamFuseError(f"{flag} {path}: no such image, folder or video")
     if args.ir.is_dir() != args.vis.is_dir():
         raise StreamFuseError(f"--ir {args.ir} and --vis {args.vis} must both be files or both be folders")
     registrar = None
     if args.calibration is not None:
         registrar = IrRegistrar(load_calibration(args.calibration))
     if not args.ir.is_dir():
-        fuser = create_fuser(args.weights, fusion, args.engine, args.precision, args.device)
-        ir, vis = load_pair(args.ir, args.vis, args.resize, registrar)
         as_folder = args.output.is_dir() or not args.output.suffix
         output = args.output / f"{args.ir.stem}.png" if as_folder else args.output
+        check_writable_file(output, "-o")
+        fuser = create_fuser(args.weights, fusion, args.engine, args.precision, args.device)
+        ir, vis = load_pair(args.ir, args.vis, args.resize, registrar)
         write_png(output, fuse_registered(fuser, ir, vis, registrar))
         print(f"wrote {output}")
         return 0
@@ -127,18 +132,28 @@ def fuse_folders(args: argparse.Namespace, fusion: FusionConfig,
                  registrar: IrRegistrar | None) -> int:
     pairs, unmatched = pair_files(args.ir, args.vis)
     if not pairs:
-        raise StreamFuseError(f"no pairs: no image stem is in both {args.ir} and {args.vis}")
+        if not unmatched:
+            raise StreamFuseError(f"no pairs: {args.ir} and {args.vis} hold no images "
+                                  f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise StreamFuseError(f"no pairs: no image stem is in both {args.ir} and {args.vis} "
+                              f"({len(unmatched)} only in one; pairs are matched by file name)")
+    if args.output.suffix.lower() in IMAGE_SUFFIXES and not args.output.is_dir():
+        raise StreamFuseError(f"-o {args.output}: folders of pairs are fused into a folder "
+                              f"(one <stem>.png each); name a folder, e.g. -o {args.output.with_suffix('')}")
+    check_writable_folder(args.output, "-o")
     fuser = create_fuser(args.weights, fusion, args.engine, args.precision, args.device)
     failures = [f"{stem}: only in one of the two folders" for stem in unmatched]
     done = 0
-    for stem, ir_path, vis_path in tqdm(pairs, desc="fusing", unit="pair"):
-        try:
-            ir, vis = load_pair(ir_path, vis_path, args.resize, registrar)
-            write_png(args.output / f"{stem}.png", fuse_registered(fuser, ir, vis, registrar))
-            done += 1
-        except StreamFuseError as error:
-            failures.append(str(error))
-            tqdm.write(f"streamfuse fuse: skipped: {error}", file=sys.stderr)
+    # Problems are listed once, at the end; the bar counts them so a long run shows them early.
+    with tqdm(pairs, desc="fusing", unit="pair") as bar:
+        for stem, ir_path, vis_path in bar:
+            try:
+                ir, vis = load_pair(ir_path, vis_path, args.resize, registrar)
+                write_png(args.output / f"{stem}.png", fuse_registered(fuser, ir, vis, registrar))
+                done += 1
+            except StreamFuseError as error:
+                failures.append(str(error))
+                bar.set_postfix(skipped=len(failures) - len(unmatched))
     print(f"fused {done} of {len(pairs)} pairs into {args.output}")
     if failures:
         print(f"streamfuse fuse: {len(failures)} problem(s):", file=sys.stderr)
@@ -163,6 +178,7 @@ def fuse_videos(args: argparse.Namespace, fusion: FusionConfig) -> int:
         raise StreamFuseError(f"-o {args.output}: videos are fused into a video file, e.g. -o fused.mp4")
     if args.resize:
         raise StreamFuseError("--resize is for images; for videos of different sizes pass --calibration")
+    check_writable_file(args.output, "-o")
     # The flags' own one-line errors, as for stills, before the pipeline's checks of its config.
     if args.weights is not None:
         check_checkpoint_exists(args.weights)

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # The writer opens at the first frame (the stream gives its rate): a file name or codec it
     # cannot take must fail before the wait for a publisher, not after it.
-    check_video_output(args.output, args.codec, setting="--")
+    check_video_output(args.output, args.codec, setting="--")  # also proves the file can be written
     stop = threading.Event()
     writer: VideoFileWriter | None = None
     with tqdm(unit="frame", desc=f"recording {args.output.name}") as bar, stop_on_signals(stop):

@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from streamfuse.errors import StreamFuseError
+from streamfuse.outputs import check_writable_file
 from streamfuse.pipeline.config import load_pipeline_config
 from streamfuse.pipeline.runner import RunResult, run_pipeline
 
@@ -52,6 +53,8 @@ def write_stats(path: Path, summary: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stats:
+        check_writable_file(args.stats, "--stats")
     handler = log_to_terminal("streamfuse run")
     try:
         config = load_pipeline_config(args.config, args.overrides)

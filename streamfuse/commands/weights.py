@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from streamfuse.checkpoint import import_authors_weights, save_checkpoint
+from streamfuse.outputs import check_writable_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable_file(args.output, "-o")
     model = import_authors_weights(args.encoder, args.decoder)
     metadata = {
         "source": "authors' public checkpoints",

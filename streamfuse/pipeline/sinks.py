@@ -22,6 +22,7 @@ import zmq
 
 from streamfuse.errors import StreamFuseError
 from streamfuse.images import write_png
+from streamfuse.outputs import check_writable_file, check_writable_folder
 from streamfuse.pipeline import wire
 from streamfuse.pipeline.config import (DisplaySinkConfig, FolderSinkConfig, SinksConfig,
                                         VideoSinkConfig, ZmqSinkConfig)
@@ -226,6 +227,7 @@ def check_video_output(path: Path, codec: str, pix_fmt: str = "yuv420p", setting
     the container ``path``'s name asks for; return the encoder's name. The container is tried on
     a scratch file, so a wrong name fails before any frame is processed (FFmpeg's own rules
     decide: .webm takes VP8/VP9/AV1, not H.264). ``setting`` prefixes option names."""
+    check_writable_file(path, setting + "path" if setting.endswith(".") else "-o")
     try:
         encoder = av.codec.Codec(codec, "w")
     except (av.codec.codec.UnknownCodecError, ValueError):
@@ -327,8 +329,7 @@ class FolderSink:
     """One lossless PNG per fused frame, named by its pair number: ``000000.png``, ..."""
 
     def __init__(self, config: FolderSinkConfig):
-        self.folder = Path(config.path)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = check_writable_folder(config.path, "sinks.folder.path")
 
     def write(self, fused: FusedFrame) -> None:
         write_png(self.folder / f"{fused.seq:06d}.png", fused.fused)

@@ -1,0 +1,58 @@
+"""Every command that writes a file proves it can before its work, with a one-line error naming
+the option and the fix (not after minutes of fusing, training or timing)."""
+
+import time
+
+import pytest
+
+from conftest import REPO_ROOT
+from streamfuse.cli import main
+from streamfuse.errors import StreamFuseError
+from streamfuse.outputs import check_writable_file, check_writable_folder
+
+
+@pytest.fixture
+def blocker(tmp_path):
+    """A plain file where a command would need a folder."""
+    path = tmp_path / "a-file"
+    path.write_text("not a folder\n")
+    return path
+
+
+def test_missing_folders_are_made_and_the_probe_leaves_nothing(tmp_path):
+    target = tmp_path / "new" / "deeper" / "out.json"
+    assert check_writable_file(target, "-o") == target
+    assert target.parent.is_dir() and list(target.parent.iterdir()) == []
+    folder = check_writable_folder(tmp_path / "frames", "sinks.folder.path")
+    assert folder.is_dir() and list(folder.iterdir()) == []
+
+
+def test_what_cannot_be_written_is_named(tmp_path, blocker):
+    with pytest.raises(StreamFuseError, match=rf"^-o {tmp_path}: this is a folder; name a file in it$"):
+        check_writable_file(tmp_path, "-o")
+    with pytest.raises(StreamFuseError, match=rf"^--csv {blocker / 'x' / 't.csv'}: {blocker} is a file, not a folder"):
+        check_writable_file(blocker / "x" / "t.csv", "--csv")
+    with pytest.raises(StreamFuseError, match=rf"^out_dir {blocker}: this is a file, not a folder"):
+        check_writable_folder(blocker, "out_dir")
+    # /proc takes no new files even for root, whom permission bits do not stop.
+    with pytest.raises(StreamFuseError, match=r"^-o /proc/fused.mp4: cannot write in /proc \(.*\); name a path"):
+        check_writable_file("/proc/fused.mp4", "-o")
+
+
+@pytest.mark.parametrize("command, flag", [
+    (["run", str(REPO_ROOT / "configs" / "demo.yaml"), "--stats", "{out}/stats.json"], "--stats"),
+    (["run", str(REPO_ROOT / "configs" / "demo.yaml"), "--set", "sinks.video.path={out}/f.mp4"], "sinks.video.path"),
+    (["run", str(REPO_ROOT / "configs" / "demo.yaml"), "--set", "sinks.folder.path={out}/frames"], "sinks.folder.path"),
+    (["bench", "--resolutions", "64x48", "--engines", "eager", "--precisions", "fp32", "-o", "{out}/b.json"], "-o"),
+    (["export", "-o", "{out}/net.onnx"], "-o"),
+    (["record", "tcp://127.0.0.1:1", "--timeout", "30", "-o", "{out}/rec.mp4"], "-o"),
+])
+def test_commands_refuse_an_unwritable_output_at_once(blocker, capsys, command, flag):
+    started = time.monotonic()
+    code = main([part.replace("{out}", str(blocker)) for part in command])
+    elapsed = time.monotonic() - started
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert f"error: {flag} {blocker}/" in error and f"{blocker} is a file, not a folder" in error
+    # Before the work: no fusing, no timing, no 30 s wait for a publisher.
+    assert elapsed < 10
