@@ -85,7 +85,8 @@ def _read_checkpoint_file(path: Path, fix: str = "give --weights a .pt file") ->
             f"({_unpickler_reason(error)}); only plain checkpoints are loaded"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or ["unreadable"])[0]
+        # PyTorch's zip reader appends paragraphs about miniz internals: its first sentence says it.
+        first_line = (str(error).strip().splitlines() or ["unreadable"])[0].split(". ")[0]
         raise StreamFuseError(
             f"{path}: not a readable PyTorch checkpoint ({first_line}); "
             "is the file truncated or of another kind?"

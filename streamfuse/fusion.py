@@ -104,7 +104,7 @@ class FusionConfig:
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise StreamFuseError(
-                f"FusionConfig.rule: unknown rule {self.rule!r}; use one of {', '.join(RULES)}"
+                f"unknown fusion rule {self.rule!r} (--rule / inference.fusion); use one of {', '.join(RULES)}"
             )
         if not 0.0 <= self.gamma <= 1.0:
             raise StreamFuseError(f"FusionConfig.gamma: {self.gamma} is outside [0, 1]")
