@@ -252,8 +252,13 @@ def load_calibration(path: str | Path) -> Calibration:
     except FileNotFoundError:
         raise StreamFuseError(f"{path}: calibration file not found: check the path, or leave "
                               f"the calibration out for pre-aligned cameras (identity)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise StreamFuseError(f"{path}: cannot read calibration file ({error})") from None
+    except UnicodeDecodeError:
+        raise StreamFuseError(f"{path}: not a calibration file (binary, not YAML text); give the "
+                              "YAML that `streamfuse calibrate` writes") from None
+    except IsADirectoryError:
+        raise StreamFuseError(f"{path}: is a folder; give the calibration YAML file in it") from None
+    except OSError as error:
+        raise StreamFuseError(f"{path}: cannot read calibration file ({error.strerror or error})") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:

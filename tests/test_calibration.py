@@ -97,6 +97,15 @@ def test_missing_file_is_named(tmp_path):
         load_calibration(tmp_path / "pair.yaml")
 
 
+def test_an_image_or_a_folder_given_as_calibration_is_named(tmp_path):
+    image = tmp_path / "ir.png"
+    cv2.imwrite(str(image), np.arange(64, dtype=np.uint8).reshape(8, 8))
+    with pytest.raises(StreamFuseError, match=r"ir.png: not a calibration file \(binary, not YAML text\)"):
+        load_calibration(image)
+    with pytest.raises(StreamFuseError, match=rf"^{tmp_path}: is a folder; give the calibration YAML"):
+        load_calibration(tmp_path)
+
+
 def _bilinear_reference(image: np.ndarray, homography: np.ndarray,
                         vis_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Straightforward float64 inverse warp: (image, valid) for every visible pixel. A pixel
