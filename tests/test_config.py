@@ -61,7 +61,29 @@ def test_overrides_win_and_are_validated(tmp_path):
     config = load_yaml(Outer, path, ["inner.size=16", "flag=true", "optional.rate=0.25"])
     assert (config.inner.size, config.flag, config.optional.rate) == (16, True, 0.25)
     message = error_of(lambda: load_yaml(Outer, path, ["inner.size=big"]))
-    assert "key 'inner.size' must be an integer" in message
+    assert message == "--set inner.size: key 'inner.size' must be an integer, got 'big'"
+
+
+def test_a_bad_override_is_blamed_on_the_option_not_the_file(tmp_path):
+    path = write(tmp_path, "name: run\ninner:\n  size: 8\n")
+    assert error_of(lambda: load_yaml(Outer, path, ["inner.size=0"])) == \
+        "--set inner.size: key 'inner.size' must be at least 1, got 0"
+    assert error_of(lambda: load_yaml(Outer, path, ["inner.sise=3"])).startswith("--set inner.sise: unknown key")
+    # The file's own mistakes still name its line.
+    bad = write(tmp_path, "name: run\ninner:\n  size: 0\n")
+    assert error_of(lambda: load_yaml(Outer, bad, ["flag=true"])).startswith(f"{bad}:3: key 'inner.size'")
+    assert "e.g. --set inference.batch_size=4" in error_of(lambda: load_yaml(Outer, path, ["novalue"]))
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("sinks.video.path=", "--set sinks.video.path: key 'sinks.video.path' is empty; name the video file"),
+    ("sinks.video.fps=0", "key 'sinks.video.fps' must be positive"),
+    ("sinks.folder.path=", "key 'sinks.folder.path' is empty; name the folder"),
+])
+def test_pipeline_sinks_refuse_empty_paths(override, expected):
+    from conftest import REPO_ROOT
+    from streamfuse.pipeline.config import load_pipeline_config
+    assert expected in error_of(lambda: load_pipeline_config(REPO_ROOT / "configs" / "demo.yaml", [override]))
 
 
 def test_unknown_key_names_line_and_valid_keys(tmp_path):

@@ -183,12 +183,22 @@ class VideoSinkConfig:
     pix_fmt: str = "yuv420p"
     fps: float | None = None
 
+    def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise ValueError("'path' is empty; name the video file, e.g. out/fused.mp4")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"'fps' must be positive, got {self.fps}")
+
 
 @dataclass
 class FolderSinkConfig:
     """One lossless PNG per fused frame, named by sequence number (``000000.png``, ...)."""
 
     path: str
+
+    def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise ValueError("'path' is empty; name the folder, e.g. out/frames")
 
 
 @dataclass
