@@ -33,7 +33,10 @@ def test_points_with_noise_and_outliers_recover_the_homography(tmp_path, capsys)
     ir_size = (320, 256)
     # Onto a 400x300 visible frame.
     truth = np.diag([400 / 320, 300 / 256, 1.0]) @ random_homography(rng, ir_size)
-    ir_points = rng.uniform([0, 0], ir_size, size=(20, 2))
+    # Clicked points are seen by both cameras: keep those the truth maps into the visible frame.
+    ir_points = rng.uniform([0, 0], ir_size, size=(60, 2))
+    mapped = transform_points(truth, ir_points)
+    ir_points = ir_points[np.all((mapped > 1) & (mapped < (399, 299)), axis=1)][:20]
     vis_points = transform_points(truth, ir_points) + rng.normal(0, 0.5, (20, 2))
     vis_points[3] += (25, -14)  # a mis-clicked point
     csv = tmp_path / "points.csv"

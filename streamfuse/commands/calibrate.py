@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from streamfuse.calibration import Calibration, load_calibration, save_calibration, today
 from streamfuse.errors import StreamFuseError
+from streamfuse.outputs import check_writable_file
 from streamfuse.registration import auto, board, check, points, sync
 from streamfuse.registration.frames import is_video, read_frames, read_pairs, read_video_gray
 
@@ -95,8 +96,14 @@ def run(args: argparse.Namespace) -> int:
     if not modes and not args.sync:
         raise StreamFuseError("choose a mode: --points, --board, --auto, --sync or --check")
     if args.check:
+        if args.overlay:
+            if Path(args.overlay).suffix.lower() != ".png":
+                raise StreamFuseError(f"--overlay {args.overlay}: the overlay is a PNG image; "
+                                      "name it e.g. overlay.png")
+            check_writable_file(args.overlay, "--overlay")
         return _run_check(args)
     _need(args, "output")
+    check_writable_file(args.output, "-o")
     if args.points:
         calibration = _run_points(args)
     else:
@@ -130,6 +137,8 @@ def _run_points(args: argparse.Namespace) -> Calibration:
         raise StreamFuseError("--points needs the frame sizes: --ir-size and --vis-size "
                               "(or --ir and --vis images)")
     ir_points, vis_points = points.read_points_csv(args.points)
+    points.check_inside(ir_points, ir_size, "IR", "--ir-size", args.points)
+    points.check_inside(vis_points, vis_size, "visible", "--vis-size", args.points)
     fit = points.fit_points(ir_points, vis_points, args.threshold, source=args.points)
     print("point  ir_x      ir_y      vis_x     vis_y     error_px")
     for index, (ir, vis, error, inlier) in enumerate(
@@ -257,15 +266,28 @@ def _run_check(args: argparse.Namespace) -> int:
     _need(args, "ir", "vis")
     calibration = load_calibration(args.check)
     pairs = read_pairs(args.ir, args.vis, calibration.time_offset, args.max_pairs)
+    try:
+        for ir_frame, vis_frame in pairs:
+            check.check_sizes(calibration, ir_frame, vis_frame)
+    except StreamFuseError as error:
+        raise StreamFuseError(f"{args.check} on --ir {args.ir} / --vis {args.vis}: {error}") from None
+    # A uniform frame (lens cap, a camera still starting) has no edge: its score would read as
+    # "not aligned" when there is nothing to judge.
+    scored = [(ir, vis) for ir, vis in pairs if not (auto.is_blank(ir) or auto.is_blank(vis))]
+    if not scored:
+        raise StreamFuseError(f"--ir {args.ir} / --vis {args.vis}: in all {len(pairs)} frame "
+                              "pairs the IR or the visible frame is blank (one uniform gray): "
+                              "nothing to score; use frames in which both cameras see the scene")
     befores, afters = [], []
-    for ir_frame, vis_frame in pairs:
-        before, after, stretched, registered = check.check_scores(calibration, ir_frame,
-                                                                  vis_frame)
+    for ir_frame, vis_frame in scored:
+        before, after, stretched, registered = check.check_scores(calibration, ir_frame, vis_frame)
         befores.append(before)
         afters.append(after)
-    print(f"gradient correlation over {len(pairs)} frame pairs: before {np.median(befores):.3f}"
-          f", after {np.median(afters):.3f} (1 = same edges; higher is better aligned)")
+    left_out = f" ({len(pairs) - len(scored)} blank left out)" if len(scored) < len(pairs) else ""
+    print(f"gradient correlation over {len(scored)} frame pairs{left_out}: before "
+          f"{np.median(befores):.3f}, after {np.median(afters):.3f} (1 = same edges; higher "
+          "is better aligned)")
     if args.overlay:
-        check.write_overlay(args.overlay, stretched, registered, pairs[-1][1])
+        check.write_overlay(args.overlay, stretched, registered, scored[-1][1])
         print(f"wrote {args.overlay} (IR edges in red over the visible frame)")
     return 0

@@ -10,6 +10,7 @@ import numpy as np
 
 from streamfuse.calibration import Calibration, IrRegistrar, warp_valid_mask
 from streamfuse.errors import StreamFuseError
+from streamfuse.images import write_png
 from streamfuse.registration.ecc import gradient_magnitude
 
 
@@ -26,16 +27,23 @@ def gradient_correlation(first: np.ndarray, second: np.ndarray, mask: np.ndarray
     return float(np.corrcoef(a[mask], b[mask])[0, 1])
 
 
+def check_sizes(calibration: Calibration, ir_frame: np.ndarray, vis_frame: np.ndarray) -> None:
+    """Raise unless the frames have the sizes ``calibration`` was made for."""
+    for camera, frame, size in (("visible", vis_frame, calibration.vis_size),
+                                ("IR", ir_frame, calibration.ir_size)):
+        if (frame.shape[1], frame.shape[0]) != tuple(size):
+            raise StreamFuseError(f"{camera} frame is {frame.shape[1]}x{frame.shape[0]} but the "
+                                  f"calibration's {'ir' if camera == 'IR' else 'vis'}_size is "
+                                  f"{size[0]}x{size[1]}: use the calibration of this camera pair")
+
+
 def check_scores(calibration: Calibration, ir_frame: np.ndarray, vis_frame: np.ndarray
                  ) -> tuple[float, float, np.ndarray, np.ndarray]:
     """(score before, score after, IR frame stretched to the visible size, registered IR frame)
     for one (H_ir, W_ir) / (H_vis, W_vis) uint8 pair; both scores over the pixels the
     registered IR frame covers."""
+    check_sizes(calibration, ir_frame, vis_frame)
     vis_size = (vis_frame.shape[1], vis_frame.shape[0])
-    if vis_size != calibration.vis_size:
-        raise StreamFuseError(f"visible frame is {vis_size[0]}x{vis_size[1]} but the "
-                              f"calibration's vis_size is {calibration.vis_size[0]}x"
-                              f"{calibration.vis_size[1]}: use the calibration of this camera")
     registered = IrRegistrar(calibration)(ir_frame)
     stretched = cv2.resize(ir_frame, vis_size, interpolation=cv2.INTER_LINEAR)
     mask = cv2.erode(warp_valid_mask(calibration).astype(np.uint8), np.ones((7, 7), np.uint8),
@@ -73,7 +81,4 @@ def write_overlay(path: str | Path, before: np.ndarray, after: np.ndarray,
         panel = edge_overlay(ir, vis_frame)
         cv2.putText(panel, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 2)
         panels.append(panel)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.hstack(panels)):
-        raise StreamFuseError(f"{path}: cannot write the overlay image (use a .png name)")
+    write_png(path, np.hstack(panels))

@@ -3,24 +3,32 @@ folder of images, and pairing IR with visible frames. The one place calibration 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
+from tqdm import tqdm
 
 from streamfuse.errors import StreamFuseError
 from streamfuse.images import IMAGE_SUFFIXES, read_image
 
 
+# Smaller frames leave no room for the edge and gradient filters (as `streamfuse fuse` refuses).
+MIN_SIDE = 8
+
+
 def read_video_gray(path: str | Path, max_frames: int | None = None
                     ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (timestamp in seconds from the container PTS, (H, W) uint8 gray frame) of the first
-    video stream of ``path``, in presentation order."""
+    video stream of ``path``, in presentation order. A recording corrupt part-way yields the
+    frames before the damage, with a warning on stderr (as the pipeline keeps them)."""
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as error:
-        raise StreamFuseError(f"{path}: cannot open video ({error})") from None
+        raise StreamFuseError(f"{path}: cannot open video ({_reason(error)})") from None
+    decoded = 0
     try:
         if not container.streams.video:
             raise StreamFuseError(f"{path}: has no video stream")
@@ -29,11 +37,28 @@ def read_video_gray(path: str | Path, max_frames: int | None = None
             if max_frames is not None and index >= max_frames:
                 break
             time = frame.time if frame.pts is not None else index / float(stream.average_rate)
-            yield float(time), frame.to_ndarray(format="gray")
+            gray = frame.to_ndarray(format="gray")
+            _check_size(gray, path)
+            decoded += 1
+            yield float(time), gray
     except av.FFmpegError as error:
-        raise StreamFuseError(f"{path}: cannot decode video ({error})") from None
+        if not decoded:
+            raise StreamFuseError(f"{path}: cannot decode video ({_reason(error)})") from None
+        tqdm.write(f"warning: {path}: corrupt after {decoded} frames ({_reason(error)}); "
+                   f"using the {decoded} before it", file=sys.stderr)
     finally:
         container.close()
+
+
+def _reason(error: Exception) -> str:
+    """FFmpeg's message without its errno number and call name."""
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _check_size(frame: np.ndarray, path: str | Path) -> None:
+    if min(frame.shape[:2]) < MIN_SIDE:
+        raise StreamFuseError(f"{path}: {frame.shape[1]}x{frame.shape[0]} is too small "
+                              f"(need at least {MIN_SIDE}x{MIN_SIDE})")
 
 
 def is_video(path: str | Path) -> bool:
@@ -53,10 +78,16 @@ def read_frames(path: str | Path, max_frames: int | None = None
         if not files:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise StreamFuseError(f"{path}: folder holds no images ({suffixes})")
-        return [(p.stem, read_image(p, gray=True)) for p in files[:max_frames]]
+        return [(p.stem, _read_gray_image(p)) for p in files[:max_frames]]
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return [(path.stem, read_image(path, gray=True))]
+        return [(path.stem, _read_gray_image(path))]
     return list(read_video_gray(path, max_frames))
+
+
+def _read_gray_image(path: Path) -> np.ndarray:
+    image = read_image(path, gray=True)
+    _check_size(image, path)
+    return image
 
 
 def read_pairs(ir_path: str | Path, vis_path: str | Path, time_offset: float = 0.0,

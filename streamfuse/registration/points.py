@@ -43,12 +43,32 @@ def read_points_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                 continue  # a header row before the first numbers
             raise StreamFuseError(f"{path}:{line_number}: expected four numbers ir_x, ir_y, "
                                   f"vis_x, vis_y (got {','.join(row)})") from None
-        if len(values) != 4 or not np.all(np.isfinite(values)):
-            raise StreamFuseError(f"{path}:{line_number}: expected four finite numbers ir_x, "
-                                  f"ir_y, vis_x, vis_y (got {len(values)} values)")
+        if len(values) != 4:
+            raise StreamFuseError(f"{path}:{line_number}: expected four numbers ir_x, ir_y, "
+                                  f"vis_x, vis_y (got {len(values)}: {','.join(row)})")
+        if not np.all(np.isfinite(values)):
+            raise StreamFuseError(f"{path}:{line_number}: every value must be a finite number "
+                                  f"(got {','.join(row)})")
         rows.append(values)
     points = np.array(rows, dtype=np.float64).reshape(-1, 4)
     return points[:, :2], points[:, 2:]
+
+
+def check_inside(points: np.ndarray, size: tuple[int, int], camera: str, size_flag: str,
+                 source: str) -> None:
+    """Raise naming the first of the (N, 2) ``points`` (numbered from 1, as the fit's table)
+    outside a ``size`` = (width, height) frame. Tools put pixel centres or pixel corners at whole
+    numbers, so a frame spans -0.5 .. width - 0.5 or 0 .. width; half a pixel more on each side
+    allows for both and for the click."""
+    width, height = size
+    outside = ((points[:, 0] < -1) | (points[:, 0] > width)
+               | (points[:, 1] < -1) | (points[:, 1] > height))
+    if outside.any():
+        index = int(np.argmax(outside))
+        x, y = points[index]
+        raise StreamFuseError(f"{source}: point {index + 1} ({camera} {x:g},{y:g}) lies outside "
+                              f"the {width}x{height} {camera} frame: fix the point, or "
+                              f"{size_flag} if the frame is larger")
 
 
 def fit_points(ir_points: np.ndarray, vis_points: np.ndarray, threshold_px: float = 3.0,

@@ -58,7 +58,8 @@ def estimate_offset(ir_times: np.ndarray, ir_frames: list[np.ndarray], vis_times
         raise StreamFuseError("--sync needs at least 10 frames in each recording")
     t_ir, e_ir, ok_ir, frozen_ir = motion_energy(np.asarray(ir_times), ir_frames)
     t_vis, e_vis, ok_vis, frozen_vis = motion_energy(np.asarray(vis_times), vis_frames)
-    if e_ir[ok_ir].std() == 0 or e_vis[ok_vis].std() == 0:
+    # Blank or frozen clips leave no usable sample at all (every frame repeats the last one).
+    if min(ok_ir.sum(), ok_vis.sum()) < 8 or e_ir[ok_ir].std() == 0 or e_vis[ok_vis].std() == 0:
         raise StreamFuseError("--sync: no motion in one of the recordings (blank or still "
                               "frames): record a scene where something moves; no file written")
     if max_offset_s is None:
@@ -67,6 +68,10 @@ def estimate_offset(ir_times: np.ndarray, ir_frames: list[np.ndarray], vis_times
     lags = np.arange(-max_offset_s, max_offset_s + step / 2, step)
     scores = np.array([_correlation_at(lag, t_ir, e_ir, ok_ir, t_vis, e_vis, ok_vis)
                        for lag in lags])
+    if np.isnan(scores).all():
+        raise StreamFuseError("--sync: the recordings overlap too little (or move too rarely) "
+                              "at every offset tried: record a longer stretch seen by both "
+                              "cameras, or widen --max-offset; no file written")
     best = int(np.nanargmax(scores))
     peak = float(scores[best])
     if not np.isfinite(peak) or peak < min_correlation:
