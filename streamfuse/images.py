@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,8 @@ def read_image(path: str | Path, gray: bool = False) -> np.ndarray:
     if not path.is_file():
         raise StreamFuseError(f"{path}: no such image file")
     flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_UNCHANGED
-    image = cv2.imread(str(path), flags)
+    with quiet_opencv():  # a broken file makes the decoder log lines beside our one-line error
+        image = cv2.imread(str(path), flags)
     if image is None:
         raise StreamFuseError(f"{path}: cannot decode the image (corrupt or unsupported format)")
     if image.dtype == np.uint16:
@@ -33,11 +35,29 @@ def read_image(path: str | Path, gray: bool = False) -> np.ndarray:
     return image
 
 
+@contextlib.contextmanager
+def quiet_opencv():
+    """OpenCV's own log off for a call whose failure we report ourselves: a missing camera makes
+    each capture backend print several lines per attempt, a corrupt image its decoder."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write ``image`` where ``path`` says (PNG, or another format its suffix names)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise StreamFuseError(f"{path}: could not write the PNG (is the folder writable?)")
+    try:
+        written = cv2.imwrite(str(path), image)
+    except cv2.error:  # OpenCV raises for a suffix it has no writer for
+        raise StreamFuseError(f"{path}: no image format ends in {path.suffix or '(nothing)'!r}; "
+                              "name it .png") from None
+    if not written:
+        raise StreamFuseError(f"{path}: could not write the image (is the folder writable?)")
     return path
 
 

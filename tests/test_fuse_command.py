@@ -195,6 +195,18 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, weights, capsys):
         assert "fusing" not in captured.err  # no progress bar: it failed before the work
 
 
+def test_a_corrupt_image_gives_our_one_line_only(tmp_path, weights, capfd):
+    # OpenCV's PNG decoder logs its own lines to the process's stderr: capfd sees them.
+    ir, vis = small_real_pair()
+    _, vis_path = write_pair(tmp_path, "x", ir, vis)
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    assert main(["fuse", "--ir", str(garbage), "--vis", str(vis_path), "-o", str(tmp_path / "o.png"),
+                 "--weights", str(weights)]) == 2
+    assert capfd.readouterr().err.strip().splitlines() == [
+        f"streamfuse fuse: error: {garbage}: cannot decode the image (corrupt or unsupported format)"]
+
+
 def test_folder_arguments_that_cannot_work_are_named(tmp_path, weights, capsys):
     data = tmp_path / "data"
     write_pair(data, "001", *small_real_pair("flir-test", 0, (64, 48)))

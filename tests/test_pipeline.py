@@ -257,6 +257,19 @@ def test_a_file_that_is_not_a_video_is_a_one_line_error(tmp_path, clips, weights
     assert "garbage.mp4: cannot open the ir video" in last_error_line(capsys)
 
 
+def test_unopenable_videos_say_why_they_most_likely_are(tmp_path, clips, weights, capsys):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    cut = tmp_path / "cut.mp4"  # a recording stopped before MP4 wrote its index (at the end)
+    data = write_video(tmp_path / "whole.mp4", [([ir_scene(i / 10) for i in range(20)], 10)]).read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    for video, hint in [(empty, ": the file is empty"), (cut, "an MP4 whose recording stopped before its index")]:
+        config = base_config(video, clips[1], weights, sinks={"folder": {"path": str(tmp_path / "out")}})
+        assert run_cli(tmp_path, config)[0] == 2
+        message = last_error_line(capsys)
+        assert message.startswith(f"streamfuse run: error: {video}: cannot open the ir video") and hint in message
+
+
 @pytest.mark.parametrize("damage", ["corrupt", "truncated"])
 def test_damaged_video_ends_its_stream_with_an_error_and_keeps_what_was_fused(tmp_path, weights, capsys, damage):
     ir_frames = [ir_scene(i / 25) for i in range(50)]
@@ -431,6 +444,68 @@ def test_camera_that_never_gives_a_frame_ends_the_run_with_one_line(tmp_path, cl
     assert message.startswith(f"streamfuse run: error: ir camera {tmp_path / 'no-such-camera'}: no frame")
     assert "ir.uri" in message and "ir.open_timeout_s" in message
     assert stats["sources"]["ir"]["reconnects"] >= 2 and stats["frames_written"] == 0
+
+
+def test_open_timeout_is_kept_to_the_time_asked(tmp_path, clips, weights, capsys):
+    # Backoff delays of 0.4, 0.8, 1.6 s would overshoot a 2 s limit by 0.8 s: the last wait is cut.
+    config = base_config(*clips, weights, sync={}, sinks={"folder": {"path": str(tmp_path / "fused")}})
+    config["ir"] = {"kind": "camera", "uri": str(tmp_path / "no-such-camera"), "reconnect_delay_s": 0.4,
+                    "reconnect_max_s": 5.0, "open_timeout_s": 2.0}
+    config["vis"] = {"kind": "camera", "uri": str(clips[1]), "reconnect_delay_s": 0.01}
+    code, stats = run_cli(tmp_path, config)
+    assert code == 2
+    assert last_error_line(capsys).endswith("no frame within 2 s of the start (ir.open_timeout_s); check the "
+                                           "device index or URL (ir.uri), or allow longer with ir.open_timeout_s")
+    assert 1.9 <= stats["duration_s"] < 2.9
+
+
+def test_camera_lost_longer_than_lost_timeout_ends_the_run_and_keeps_the_frames(tmp_path, clips, weights, capsys):
+    import shutil
+    import threading
+
+    camera = tmp_path / "ir-camera.mp4"  # OpenCV opens a file path as it opens a stream URL
+    shutil.copy(clips[0], camera)
+    fused = tmp_path / "fused"
+    config = base_config(*clips, weights, sync={}, sinks={"folder": {"path": str(fused)}})
+    config["ir"] = {"kind": "camera", "uri": str(camera), "reconnect_delay_s": 0.05, "reconnect_max_s": 0.2,
+                    "lost_timeout_s": 1.0}
+    config["vis"] = {"kind": "camera", "uri": str(clips[1]), "reconnect_delay_s": 0.01}
+
+    def unplug_after_the_first_frames():
+        deadline = time.monotonic() + 60
+        while not list(fused.glob("*.png")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        camera.unlink()  # the open capture plays to its end, then every reopen fails
+
+    unplug = threading.Thread(target=unplug_after_the_first_frames)
+    unplug.start()
+    code, stats = run_cli(tmp_path, config)
+    unplug.join()
+    message = last_error_line(capsys)
+    assert code == 2
+    assert message.startswith(f"streamfuse run: error: ir camera {camera}: lost, no frame for 1 s "
+                              "(ir.lost_timeout_s) after ")
+    assert "ir.lost_timeout_s: null" in message
+    written = len(list(fused.glob("*.png")))
+    assert written > 0 and written == stats["frames_written"]
+    assert stats["sources"]["ir"]["reconnects"] >= 2
+
+
+def test_folder_run_skips_an_unreadable_image_and_names_it(tmp_path, weights, capsys):
+    for side, scene in (("ir", ir_scene), ("vis", vis_scene)):
+        (tmp_path / side).mkdir()
+        for index in range(5):
+            cv2.imwrite(str(tmp_path / side / f"{index:03d}.png"), scene(index / 10))
+    broken = tmp_path / "ir" / "002.png"
+    broken.write_bytes(b"not a png")
+    config = base_config(tmp_path / "ir", tmp_path / "vis", weights, sync={},
+                         sinks={"folder": {"path": str(tmp_path / "fused")}})
+    for side in ("ir", "vis"):
+        config[side] = {"kind": "folder", "path": str(tmp_path / side), "fps": 10}
+    code, stats = run_cli(tmp_path, config)
+    assert code == 2
+    assert last_error_line(capsys) == f"streamfuse run: error: {broken}: cannot decode the image (corrupt or unsupported format); skipped"
+    assert stats["frames_written"] == 4 and len(list((tmp_path / "fused").glob("*.png"))) == 4
 
 
 def test_one_file_with_two_video_streams(tmp_path, weights, fuser):

@@ -119,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.ir.is_dir():
         as_folder = args.output.is_dir() or not args.output.suffix
         output = args.output / f"{args.ir.stem}.png" if as_folder else args.output
+        if output.suffix.lower() not in IMAGE_SUFFIXES:
+            raise StreamFuseError(f"-o {output}: a fused image is written as PNG (or "
+                                  f"{', '.join(sorted(IMAGE_SUFFIXES - {'.png'}))}); name it e.g. fused.png")
         check_writable_file(output, "-o")
         fuser = create_fuser(args.weights, fusion, args.engine, args.precision, args.device)
         ir, vis = load_pair(args.ir, args.vis, args.resize, registrar)

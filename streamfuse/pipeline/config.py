@@ -41,7 +41,10 @@ class SourceConfig:
         doubles from the first value up to the second.
     open_timeout_s: ``camera``: a camera that has not given its first frame this many seconds
         after the start is an error (a wrong index or URL), None waits for ever; once it has
-        delivered, a lost camera is reopened for as long as the run lasts.
+        delivered, a lost camera is reopened for as long as the run lasts, unless
+    lost_timeout_s: ``camera``: a camera that has given no frame for this many seconds ends the
+        run with an error (frames fused before are kept); None (default) reopens it for ever,
+        as unattended surveillance wants.
     """
 
     kind: Literal["file", "camera", "folder", "zmq"] = "file"
@@ -54,6 +57,7 @@ class SourceConfig:
     reconnect_delay_s: float = 0.5
     reconnect_max_s: float = 10.0
     open_timeout_s: float | None = 30.0
+    lost_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         needs = {"file": "path", "folder": "path", "camera": "uri", "zmq": "uri"}[self.kind]
@@ -73,6 +77,9 @@ class SourceConfig:
         if self.open_timeout_s is not None and self.open_timeout_s <= 0:
             raise ValueError("'open_timeout_s' must be positive (or null to wait for ever), "
                              f"got {self.open_timeout_s}")
+        if self.lost_timeout_s is not None and self.lost_timeout_s <= 0:
+            raise ValueError("'lost_timeout_s' must be positive (or null to reopen for ever), "
+                             f"got {self.lost_timeout_s}")
 
     @property
     def live(self) -> bool:

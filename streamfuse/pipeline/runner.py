@@ -157,6 +157,8 @@ class Pipeline:
         finally:
             queue.close()
             source.close()
+            for problem in getattr(source, "problems", ()):  # frames a source skipped
+                self._record(problem)
 
     def _register(self, pair: FramePair, registrar) -> None:
         if registrar is not None:

@@ -9,8 +9,8 @@ File errors raise :class:`StreamFuseError`; live sources reopen themselves with 
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,12 +20,17 @@ import cv2
 import numpy as np
 
 from streamfuse.errors import StreamFuseError
-from streamfuse.images import image_files, read_image
+from streamfuse.images import image_files, quiet_opencv, read_image
 from streamfuse.pipeline import wire
 from streamfuse.pipeline.config import SourceConfig
 from streamfuse.pipeline.frames import Frame
 
 log = logging.getLogger("streamfuse.pipeline")
+
+# OpenCV's FFmpeg backend prints FFmpeg's own lines ("[tcp @ 0x...] Connection refused") for every
+# failed open, around our one warning per attempt. Read by OpenCV when it first uses FFmpeg;
+# set OPENCV_FFMPEG_LOGLEVEL yourself (e.g. 32) to see them.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 DEFAULT_LIVE_FPS = 30.0
 
@@ -41,6 +46,17 @@ def _reason(error: Exception) -> str:
     """The useful part of an FFmpeg/OpenCV error, on one line."""
     text = getattr(error, "strerror", None) or str(error)
     return " ".join(str(text).split())
+
+
+def unreadable_video_hint(path: Path) -> str:
+    """What most likely makes a video file that FFmpeg cannot open unreadable, for its error."""
+    if path.is_file() and path.stat().st_size == 0:
+        return ": the file is empty"
+    if path.suffix.lower() in (".mp4", ".m4v", ".mov"):
+        # MP4 writes its index (moov) last: a recording cut off (or still being written) has none.
+        return (": not a video, or an MP4 whose recording stopped before its index was written "
+                "(wait until it is finished; record to .mkv to keep what comes before a cut)")
+    return ""
 
 
 class _Pacer:
@@ -76,7 +92,8 @@ class VideoFileSource:
         try:
             self._container = av.open(str(self.path))
         except (av.FFmpegError, OSError) as error:
-            raise StreamFuseError(f"{self.path}: cannot open the {role} video ({_reason(error)})") from None
+            raise StreamFuseError(f"{self.path}: cannot open the {role} video ({_reason(error)})"
+                                  f"{unreadable_video_hint(self.path)}") from None
         try:
             videos = self._container.streams.video
             if stream_index >= len(videos):
@@ -144,7 +161,9 @@ class VideoFileSource:
 
 
 class FolderSource:
-    """Image files played at ``fps``: the i-th file has timestamp ``i / fps``."""
+    """Image files played at ``fps``: the i-th file has timestamp ``i / fps``. A file that cannot
+    be read is skipped (its partner then finds no pair) and named in ``problems``, which the run
+    reports at its end."""
 
     live = False
 
@@ -159,11 +178,19 @@ class FolderSource:
         self.color = color
         self._pacer = _Pacer(realtime)
         self._index = 0
+        self.problems: list[str] = []
 
     def read(self) -> Frame | None:
-        if self._index >= len(self.files):
-            return None
-        image = read_image(self.files[self._index], gray=wants_gray(self.color, self.role, source_is_gray=False))
+        image = None
+        while image is None:
+            if self._index >= len(self.files):
+                return None
+            try:
+                image = read_image(self.files[self._index], gray=wants_gray(self.color, self.role, source_is_gray=False))
+            except StreamFuseError as error:
+                self.problems.append(f"{error}; skipped")
+                log.warning("%s; skipped", error)
+                self._index += 1
         if self.color == "bgr" and image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         timestamp = self._index / self.fps
@@ -176,28 +203,18 @@ class FolderSource:
         pass
 
 
-@contextlib.contextmanager
-def quiet_opencv():
-    """OpenCV's own log off while a capture opens: a missing camera makes each of its backends
-    print several lines per attempt; our one warning per attempt says what happened."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-
-
 class _Backoff:
     """Reconnect delays: ``first``, doubling up to ``longest``; reset after a good frame."""
 
-    def __init__(self, first: float, longest: float, stop: threading.Event):
-        self.first, self.longest, self.stop = first, longest, stop
+    def __init__(self, first: float, longest: float):
+        self.first, self.longest = first, longest
         self.delay = first
 
-    def wait(self) -> None:
-        self.stop.wait(self.delay)
+    def next(self) -> float:
+        """The delay to wait now; the one after it doubles."""
+        delay = self.delay
         self.delay = min(self.delay * 2, self.longest)
+        return delay
 
     def reset(self) -> None:
         self.delay = self.first
@@ -208,14 +225,16 @@ class CaptureSource:
     when a frame is read. A device that fails to open or stops delivering is reopened with
     backoff until ``stop`` is set, so the run survives cable pulls and RTSP drop-outs; but one
     that has given no frame ``open_timeout_s`` after the start raises (a wrong index or URL is
-    more likely than a slow camera). ``reconnects`` counts the failed opens and lost streams."""
+    more likely than a slow camera), and one lost for ``lost_timeout_s`` (when set) raises too.
+    Waits are cut short so those errors come on time. ``reconnects`` counts the failed opens
+    and lost streams."""
 
     live = True
     frame_count = None
 
     def __init__(self, uri: str, role: str, stop: threading.Event, fps: float | None = None,
                  color: str = "auto", reconnect_delay_s: float = 0.5, reconnect_max_s: float = 10.0,
-                 open_timeout_s: float | None = 30.0):
+                 open_timeout_s: float | None = 30.0, lost_timeout_s: float | None = None):
         self.uri = uri
         self.role = role
         self.color = color
@@ -223,23 +242,31 @@ class CaptureSource:
         self._target: int | str = int(uri) if uri.isdigit() else uri
         self._configured_fps = fps
         self._stop = stop
-        self._backoff = _Backoff(reconnect_delay_s, reconnect_max_s, stop)
+        self._backoff = _Backoff(reconnect_delay_s, reconnect_max_s)
         self._capture: cv2.VideoCapture | None = None
         self._index = 0
         self._open_timeout_s = open_timeout_s
+        self._lost_timeout_s = lost_timeout_s
         self._started = time.monotonic()
+        self._last_frame_at = self._started
         self.fps = fps
         self._open()
         if self.fps is None:
             self.fps = DEFAULT_LIVE_FPS
 
     def _open(self) -> bool:
+        # FFmpeg-backed URLs get the time left as their open and read timeouts, so one blocking
+        # attempt cannot carry the wait past the deadline (OpenCV ignores them elsewhere).
+        left = self._time_left()
+        timeout_ms = int(1000 * min(left if left is not None else 10.0, 10.0))
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(timeout_ms, 100),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(timeout_ms, 100)]
         with quiet_opencv():
-            capture = cv2.VideoCapture(self._target)
+            capture = cv2.VideoCapture(self._target, cv2.CAP_ANY, params)
         if not capture.isOpened():
             capture.release()
             self.reconnects += 1
-            log.warning("%s camera %s: cannot open; retrying in %.1f s", self.role, self.uri, self._backoff.delay)
+            self._wait_to_retry("cannot open")
             return False
         self._capture = capture
         if self._configured_fps is None:
@@ -248,29 +275,50 @@ class CaptureSource:
                 self.fps = float(reported)
         return True
 
-    def _check_first_frame_due(self) -> None:
-        waited = time.monotonic() - self._started
-        if self._index == 0 and self._open_timeout_s is not None and waited > self._open_timeout_s:
+    def _time_left(self) -> float | None:
+        """Seconds until this camera's silence becomes an error (None: no limit applies)."""
+        if self._index == 0:
+            limit, since = self._open_timeout_s, self._started
+        else:
+            limit, since = self._lost_timeout_s, self._last_frame_at
+        return None if limit is None else limit - (time.monotonic() - since)
+
+    def _raise_if_overdue(self) -> None:
+        left = self._time_left()
+        if left is None or left > 0:
+            return
+        if self._index == 0:
             raise StreamFuseError(
-                f"{self.role} camera {self.uri}: no frame {waited:.0f} s after the start; check the "
-                f"device index or URL ({self.role}.uri), or wait longer with {self.role}.open_timeout_s"
-            )
+                f"{self.role} camera {self.uri}: no frame within {self._open_timeout_s:g} s of the "
+                f"start ({self.role}.open_timeout_s); check the device index or URL "
+                f"({self.role}.uri), or allow longer with {self.role}.open_timeout_s")
+        raise StreamFuseError(
+            f"{self.role} camera {self.uri}: lost, no frame for {self._lost_timeout_s:g} s "
+            f"({self.role}.lost_timeout_s) after {self._index} frames; check the camera and its "
+            f"cable or network, or set {self.role}.lost_timeout_s: null to reopen it for ever")
+
+    def _wait_to_retry(self, problem: str) -> None:
+        """Log ``problem`` and wait the next backoff delay, cut to the time left; raise once no
+        time is left."""
+        self._raise_if_overdue()
+        delay = self._backoff.next()
+        left = self._time_left()
+        if left is not None:
+            delay = min(delay, max(left, 0.0))
+        log.warning("%s camera %s: %s; retrying in %.1f s", self.role, self.uri, problem, delay)
+        self._stop.wait(delay)
+        self._raise_if_overdue()
 
     def read(self) -> Frame | None:
         while not self._stop.is_set():
             if self._capture is None and not self._open():
-                self._check_first_frame_due()
-                self._backoff.wait()
                 continue
             ok, image = self._capture.read()
             if not ok:
                 self._capture.release()
                 self._capture = None
                 self.reconnects += 1
-                log.warning("%s camera %s: no frame (disconnected?); reopening in %.1f s",
-                            self.role, self.uri, self._backoff.delay)
-                self._check_first_frame_due()
-                self._backoff.wait()
+                self._wait_to_retry("no frame (disconnected?)")
                 continue
             self._backoff.reset()
             if wants_gray(self.color, self.role, source_is_gray=False) and image.ndim == 3:
@@ -278,6 +326,7 @@ class CaptureSource:
             now = time.monotonic()
             frame = Frame(image=image, timestamp=now, captured_at=now, index=self._index)
             self._index += 1
+            self._last_frame_at = now
             return frame
         return None
 
@@ -345,5 +394,6 @@ def open_source(config: SourceConfig, role: str, stop: threading.Event,
         return FolderSource(files, role, config.fps, config.color, config.realtime)
     if config.kind == "camera":
         return CaptureSource(config.uri, role, stop, config.fps, config.color,
-                             config.reconnect_delay_s, config.reconnect_max_s, config.open_timeout_s)
+                             config.reconnect_delay_s, config.reconnect_max_s, config.open_timeout_s,
+                             config.lost_timeout_s)
     return ZmqSource(config.uri, role, stop, config.fps, config.color)
