@@ -19,7 +19,7 @@ from streamfuse.baselines import average_fusion, two_scale_fusion
 from streamfuse.errors import StreamFuseError
 from streamfuse.fuser import Fuser, to_uint8
 from streamfuse.fusion import FusionConfig, FusionLayer
-from streamfuse.images import image_files, pair_files, read_image
+from streamfuse.images import image_files, pair_files, read_aligned_pair, read_image
 from streamfuse.metrics import METRICS, VIF_MIN_SIDE, evaluate
 from streamfuse.model import Features
 
@@ -138,10 +138,7 @@ def _fuse_pair(stem: str, ir_path: Path, vis_path: Path, methods: list[str], mul
                ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """A pair's IR and visible images and each column's fused image; a StreamFuseError says why
     the pair cannot be scored."""
-    ir, vis = read_image(ir_path, gray=True), read_image(vis_path, gray=True)
-    if ir.shape != vis.shape:
-        raise StreamFuseError(f"{ir_path} is {ir.shape[1]}x{ir.shape[0]} but {vis_path} is "
-                              f"{vis.shape[1]}x{vis.shape[0]}: scoring needs aligned pairs of one size")
+    ir, vis = read_aligned_pair(ir_path, vis_path, "scoring")
     if min(ir.shape) < VIF_MIN_SIDE:
         raise StreamFuseError(f"{ir_path}: {ir.shape[1]}x{ir.shape[0]} is too small to score "
                               f"(VIF's 4 scales need at least {VIF_MIN_SIDE}x{VIF_MIN_SIDE})")

@@ -61,6 +61,16 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
+def read_aligned_pair(ir_path: Path, vis_path: Path, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two ``(H, W)`` gray images of one size (pixel for pixel aligned); ``purpose`` ends the
+    message for two sizes ("training", "scoring")."""
+    ir, vis = read_image(ir_path, gray=True), read_image(vis_path, gray=True)
+    if ir.shape != vis.shape:
+        raise StreamFuseError(f"{ir_path} is {ir.shape[1]}x{ir.shape[0]} but {vis_path} is "
+                              f"{vis.shape[1]}x{vis.shape[0]}: {purpose} needs aligned pairs of one size")
+    return ir, vis
+
+
 def image_files(folder: str | Path) -> dict[str, Path]:
     """Image files of ``folder`` by stem (sorted)."""
     folder = Path(folder)

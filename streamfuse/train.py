@@ -24,7 +24,7 @@ from streamfuse.checkpoint import save_checkpoint
 from streamfuse.config import to_dict
 from streamfuse.engines import cpu_supports_bf16, resolve_device
 from streamfuse.errors import StreamFuseError
-from streamfuse.images import centre_crop, pair_files, read_image
+from streamfuse.images import centre_crop, pair_files, read_aligned_pair
 from streamfuse.losses import LossConfig, didfuse_loss
 from streamfuse.model import DIDFuse, DIDFuseConfig
 from streamfuse.outputs import check_writable_folder
@@ -110,10 +110,7 @@ def load_training_pairs(data: DataConfig) -> torch.Tensor:
 def _training_crop(ir_path: Path, vis_path: Path, crop: int) -> np.ndarray:
     """``(2, crop, crop)`` uint8: the centre crops of an aligned pair. Pairs of two sizes are not
     aligned pixel for pixel, and a crop beyond the image would train on padding: both refused."""
-    ir, vis = read_image(ir_path, gray=True), read_image(vis_path, gray=True)
-    if ir.shape != vis.shape:
-        raise StreamFuseError(f"{ir_path} is {ir.shape[1]}x{ir.shape[0]} but {vis_path} is "
-                              f"{vis.shape[1]}x{vis.shape[0]}: training needs aligned pairs of one size")
+    ir, vis = read_aligned_pair(ir_path, vis_path, "training")
     if min(ir.shape) < crop:
         raise StreamFuseError(f"{ir_path} is {ir.shape[1]}x{ir.shape[0]}, smaller than data.crop {crop}: "
                               f"lower data.crop to at most {min(ir.shape)} or remove the pair")
