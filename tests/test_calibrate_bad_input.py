@@ -41,20 +41,37 @@ def test_unwritable_output_fails_before_the_estimation(tmp_path, blocker, capsys
                                    f"{blocker} is a file, not a folder; name a path in a folder")
 
 
-def test_check_refuses_blank_frames_and_an_overlay_it_cannot_write(tmp_path, blocker, capsys):
+@pytest.fixture
+def scene_and_calibration(tmp_path):
+    """A 160x128 scene image and an identity calibration of that size."""
     calibration = tmp_path / "pair.yaml"
     save_calibration(Calibration.identity(160, 128), calibration)
     scene = tmp_path / "scene.png"
     cv2.imwrite(str(scene), _scene(0.3))
+    return scene, calibration
+
+
+def test_check_refuses_blank_frames(tmp_path, scene_and_calibration, capsys):
+    scene, calibration = scene_and_calibration
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((128, 160), 40, np.uint8))
     assert _calibrate("--check", calibration, "--ir", blank, "--vis", scene) == 2
     assert "the IR or the visible frame is blank (one uniform gray): nothing to score" in _last_error(capsys)
+
+
+def test_check_refuses_an_overlay_it_cannot_write_before_scoring(tmp_path, blocker,
+                                                                  scene_and_calibration, capsys):
+    scene, calibration = scene_and_calibration
     for overlay, message in [(blocker / "o.png", f"--overlay {blocker / 'o.png'}: {blocker} is a file"),
                              (tmp_path / "o.jpgx", "the overlay is a PNG image; name it e.g. overlay.png")]:
         assert _calibrate("--check", calibration, "--ir", scene, "--vis", scene, "--overlay", overlay) == 2
-        assert message in _last_error(capsys)
-    # A frame of another size names the calibration and both inputs.
+        captured = capsys.readouterr()
+        assert message in captured.err.strip().splitlines()[-1]
+        assert "gradient correlation" not in captured.out  # refused before the work
+
+
+def test_check_names_the_files_of_a_size_mismatch(tmp_path, scene_and_calibration, capsys):
+    scene, calibration = scene_and_calibration
     other = tmp_path / "other.png"
     cv2.imwrite(str(other), cv2.resize(_scene(0.3), (200, 150)))
     assert _calibrate("--check", calibration, "--ir", scene, "--vis", other) == 2
@@ -68,8 +85,33 @@ def test_sync_of_blank_recordings_is_refused(tmp_path, capsys):
     _write_video(tmp_path / "vis.mkv", blank, 10)
     assert _calibrate("--sync", "--ir", tmp_path / "ir.mkv", "--vis", tmp_path / "vis.mkv",
                       "-o", tmp_path / "pair.yaml") == 2
-    assert "--sync: no motion in one of the recordings" in _last_error(capsys)
+    assert _last_error(capsys).startswith(
+        f"streamfuse calibrate: error: --sync: --ir {tmp_path / 'ir.mkv'} has no motion (blank or "
+        "still frames): nothing to sync on")
     assert not (tmp_path / "pair.yaml").exists()
+
+
+def _accelerating_blob(time: float) -> np.ndarray:
+    """A blob speeding up steadily: its motion energy is one ramp, the same shape at every lag."""
+    ys, xs = np.mgrid[0:128, 0:160]
+    x = 20 + 12 * time ** 2
+    blob = 150 * np.exp(-((xs - x) ** 2 + (ys - 64) ** 2) / 200)
+    return np.clip(60 + blob, 0, 255).astype(np.uint8)
+
+
+def test_sync_refuses_an_offset_the_motion_does_not_single_out(tmp_path, capsys):
+    # As a recording cut short by damage: under a second of visible frames against three of IR.
+    _write_video(tmp_path / "ir.mkv", [255 - _accelerating_blob(i / 30) for i in range(90)], 30)
+    _write_video(tmp_path / "vis.mkv", [_accelerating_blob(i / 25) for i in range(21)], 25)
+    output = tmp_path / "pair.yaml"
+    assert _calibrate("--sync", "--ir", tmp_path / "ir.mkv", "--vis", tmp_path / "vis.mkv",
+                      "-o", output) == 2
+    error = _last_error(capsys)
+    assert error.startswith(f"streamfuse calibrate: error: --sync is ambiguous: --ir "
+                            f"{tmp_path / 'ir.mkv'} and --vis {tmp_path / 'vis.mkv'} "
+                            "correlate about equally")
+    assert error.endswith("no file written")
+    assert not output.exists()
 
 
 def test_sync_uses_a_recording_up_to_its_damage(tmp_path, capsys):

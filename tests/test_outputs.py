@@ -56,3 +56,21 @@ def test_commands_refuse_an_unwritable_output_at_once(blocker, capsys, command, 
     assert f"error: {flag} {blocker}/" in error and f"{blocker} is a file, not a folder" in error
     # Before the work: no fusing, no timing, no 30 s wait for a publisher.
     assert elapsed < 10
+
+
+@pytest.mark.parametrize("command, message", [
+    (["bench", "--seconds", "-1"], "--seconds -1: must be at least 0"),
+    (["bench", "--warmup", "-3"], "--warmup -3: must be at least 0"),
+    (["bench", "--min-iterations", "0"], "--min-iterations 0: must be at least 1"),
+    (["calibrate", "--auto", "--ir", "a.png", "--vis", "b.png", "-o", "c.yaml", "--max-pairs", "0"],
+     "--max-pairs 0: must be at least 1"),
+    (["calibrate", "--auto", "--ir", "a.png", "--vis", "b.png", "-o", "c.yaml", "--workers", "0"],
+     "--workers 0: must be at least 1"),
+    (["run", str(REPO_ROOT / "configs" / "demo.yaml"), "--set", "limits.frames=-1"],
+     "--set limits.frames: key 'limits.frames' must be at least 1 (or null for no limit), got -1"),
+    (["run", str(REPO_ROOT / "configs" / "demo.yaml"), "--set", "stats_interval_s=0"],
+     "key 'stats_interval_s' must be positive"),
+])
+def test_counts_and_times_that_cannot_work_are_refused(capsys, command, message):
+    assert main(command) == 2
+    assert message in capsys.readouterr().err

@@ -83,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise StreamFuseError(f"--threads {args.threads}: must be at least 1")
         torch.set_num_threads(args.threads)
+    for flag, value, least in (("--seconds", args.seconds, 0), ("--warmup", args.warmup, 0),
+                               ("--min-iterations", args.min_iterations, 1)):
+        if value < least:
+            raise StreamFuseError(f"{flag} {value:g}: must be at least {least:g}")
     resolve_device(args.device)  # a device this machine lacks fails here, before the progress bar
     output = check_writable_file(args.output or default_output(args.device), "-o")
     on_cuda = args.device.startswith("cuda")
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         rule=FusionConfig(rule=args.rule).rule,
         device=args.device,
         warmup=args.warmup,
-        min_iterations=max(1, args.min_iterations),
+        min_iterations=args.min_iterations,
         seconds=args.seconds,
         fusion_share=not args.no_fusion_share,
         cache_dir=str(args.cache_dir) if args.cache_dir else None,

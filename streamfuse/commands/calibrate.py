@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
         raise StreamFuseError(f"choose one mode, not {' and '.join('--' + m for m in modes)}")
     if not modes and not args.sync:
         raise StreamFuseError("choose a mode: --points, --board, --auto, --sync or --check")
+    for flag, value in (("--max-pairs", args.max_pairs), ("--workers", args.workers)):
+        if value < 1:
+            raise StreamFuseError(f"{flag} {value}: must be at least 1")
     if args.check:
         if args.overlay:
             if Path(args.overlay).suffix.lower() != ".png":
@@ -231,7 +234,8 @@ def _run_sync(args: argparse.Namespace) -> float:
         raise StreamFuseError("--sync needs two recordings: give videos to --ir and --vis")
     ir_times, ir_frames = _video(args.ir)
     vis_times, vis_frames = _video(args.vis)
-    result = sync.estimate_offset(ir_times, ir_frames, vis_times, vis_frames, args.max_offset)
+    result = sync.estimate_offset(ir_times, ir_frames, vis_times, vis_frames, args.max_offset,
+                                  ir_name=f"--ir {args.ir}", vis_name=f"--vis {args.vis}")
     print(f"time offset {result.offset_s:+.4f} s (IR + offset = visible), motion correlation "
           f"{result.correlation:.3f}; frozen frames left out: IR {result.frozen_ir}, visible "
           f"{result.frozen_vis}")
@@ -275,9 +279,9 @@ def _run_check(args: argparse.Namespace) -> int:
     # "not aligned" when there is nothing to judge.
     scored = [(ir, vis) for ir, vis in pairs if not (auto.is_blank(ir) or auto.is_blank(vis))]
     if not scored:
-        raise StreamFuseError(f"--ir {args.ir} / --vis {args.vis}: in all {len(pairs)} frame "
-                              "pairs the IR or the visible frame is blank (one uniform gray): "
-                              "nothing to score; use frames in which both cameras see the scene")
+        raise StreamFuseError(f"--ir {args.ir} / --vis {args.vis}: in {auto.all_pairs(len(pairs))} "
+                              "the IR or the visible frame is blank (one uniform gray): nothing "
+                              "to score; use frames in which both cameras see the scene")
     befores, afters = [], []
     for ir_frame, vis_frame in scored:
         before, after, stretched, registered = check.check_scores(calibration, ir_frame, vis_frame)

@@ -225,6 +225,12 @@ class LimitsConfig:
     frames: int | None = None
     seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.frames is not None and self.frames < 1:
+            raise ValueError(f"'frames' must be at least 1 (or null for no limit), got {self.frames}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"'seconds' must be positive (or null for no limit), got {self.seconds}")
+
 
 @dataclass
 class PipelineConfig:
@@ -239,6 +245,10 @@ class PipelineConfig:
     sinks: SinksConfig = field(default_factory=SinksConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     stats_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.stats_interval_s > 0:
+            raise ValueError(f"'stats_interval_s' must be positive, got {self.stats_interval_s}")
 
     @property
     def live(self) -> bool:

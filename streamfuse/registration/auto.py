@@ -771,6 +771,11 @@ def local_agreement(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.
     return structured, agreeing
 
 
+def all_pairs(count: int) -> str:
+    """'the frame pair' or 'all 5 frame pairs', for messages about every pair given."""
+    return "the frame pair" if count == 1 else f"all {count} frame pairs"
+
+
 def is_blank(frame: np.ndarray) -> bool:
     """Whether an 8-bit frame is one uniform gray (within one level): nothing to align."""
     return int(frame.max()) - int(frame.min()) <= 1
@@ -845,7 +850,7 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
             for index in fitted]
     if not jobs:
         raise StreamFuseError(
-            f"automatic registration is impossible: in all {len(ir_frames)} frame pairs the IR or "
+            f"automatic registration is impossible: in {all_pairs(len(ir_frames))} the IR or "
             "the visible frame is blank (one uniform gray): no file written; use frames in which "
             "both cameras see the scene")
     with TaskPool(processes_to_start(workers, len(jobs), settings)) as pool:

@@ -47,21 +47,31 @@ def motion_energy(times: np.ndarray, frames: list[np.ndarray], width: int = 96
     return np.asarray(times[1:], dtype=np.float64), energy, valid, int(frozen.sum())
 
 
+# The best offset must correlate this much better than the worst one tried: a flatter curve
+# means the motion (e.g. one steady acceleration over a short clip) fits every offset alike,
+# and its peak is chance (a recording cut short by damage gave +0.19 s for a true -0.01 s).
+MIN_PEAK_CONTRAST = 0.1
+
+
 def estimate_offset(ir_times: np.ndarray, ir_frames: list[np.ndarray], vis_times: np.ndarray,
                     vis_frames: list[np.ndarray], max_offset_s: float | None = None,
-                    min_correlation: float = 0.3) -> SyncResult:
+                    min_correlation: float = 0.3, ir_name: str = "the IR recording",
+                    vis_name: str = "the visible recording") -> SyncResult:
     """Offset (IR time + offset = visible time) of two recordings of the same scene.
 
-    ``max_offset_s`` bounds the search (default: half the shorter recording).
+    ``max_offset_s`` bounds the search (default: half the shorter recording); ``ir_name`` and
+    ``vis_name`` name the recordings in errors (e.g. ``--ir ir.mp4``).
     """
     if len(ir_frames) < 10 or len(vis_frames) < 10:
         raise StreamFuseError("--sync needs at least 10 frames in each recording")
     t_ir, e_ir, ok_ir, frozen_ir = motion_energy(np.asarray(ir_times), ir_frames)
     t_vis, e_vis, ok_vis, frozen_vis = motion_energy(np.asarray(vis_times), vis_frames)
-    # Blank or frozen clips leave no usable sample at all (every frame repeats the last one).
-    if min(ok_ir.sum(), ok_vis.sum()) < 8 or e_ir[ok_ir].std() == 0 or e_vis[ok_vis].std() == 0:
-        raise StreamFuseError("--sync: no motion in one of the recordings (blank or still "
-                              "frames): record a scene where something moves; no file written")
+    for name, energy, ok in ((ir_name, e_ir, ok_ir), (vis_name, e_vis, ok_vis)):
+        # Blank or frozen clips leave no usable sample at all (every frame repeats the last one).
+        if ok.sum() < 8 or energy[ok].std() == 0:
+            raise StreamFuseError(f"--sync: {name} has no motion (blank or still frames): "
+                                  "nothing to sync on; record a scene where something moves; "
+                                  "no file written")
     if max_offset_s is None:
         max_offset_s = 0.5 * min(t_ir[-1] - t_ir[0], t_vis[-1] - t_vis[0])
     step = 0.1 * min(np.median(np.diff(t_ir)), np.median(np.diff(t_vis)))
@@ -79,6 +89,12 @@ def estimate_offset(ir_times: np.ndarray, ir_frames: list[np.ndarray], vis_times
                               f"correlates only {peak:.2f} at best (< {min_correlation}): use "
                               f"recordings with clear motion seen by both cameras; no file "
                               f"written")
+    lowest = float(np.nanmin(scores))
+    if peak - lowest < MIN_PEAK_CONTRAST:
+        raise StreamFuseError(f"--sync is ambiguous: {ir_name} and {vis_name} correlate about "
+                              f"equally ({lowest:.3f} to {peak:.3f}) at every offset from "
+                              f"{lags[0]:+.2f} to {lags[-1]:+.2f} s: use longer recordings whose "
+                              "motion starts and stops, or a wider --max-offset; no file written")
     offset = float(lags[best])
     if 0 < best < len(lags) - 1 and np.all(np.isfinite(scores[best - 1:best + 2])):
         left, right = scores[best - 1], scores[best + 1]
