@@ -434,10 +434,10 @@ def test_live_source_that_is_missing_at_start_is_reopened_while_the_other_runs(t
 def test_camera_that_never_gives_a_frame_ends_the_run_with_one_line_on_time(tmp_path, clips, weights, capsys):
     # A wrong device index or URL: OpenCV cannot open it. The run must end (the visible
     # "camera" replays its file for ever), with the IR camera's error as its last line, when
-    # asked: backoff delays of 0.4, 0.8, 1.6 s would overshoot 2 s by 0.8 s, so the last is cut.
+    # asked: backoff delays of 0.6, 1.2, 2.4 s would end it at 4.2 s, so the last one is cut.
     camera = tmp_path / "no-such-camera"
     config = base_config(*clips, weights, sync={}, sinks={"folder": {"path": str(tmp_path / "fused")}})
-    config["ir"] = {"kind": "camera", "uri": str(camera), "reconnect_delay_s": 0.4,
+    config["ir"] = {"kind": "camera", "uri": str(camera), "reconnect_delay_s": 0.6,
                     "reconnect_max_s": 5.0, "open_timeout_s": 2.0}
     config["vis"] = {"kind": "camera", "uri": str(clips[1]), "reconnect_delay_s": 0.01}
     code, stats = run_cli(tmp_path, config)
@@ -445,7 +445,8 @@ def test_camera_that_never_gives_a_frame_ends_the_run_with_one_line_on_time(tmp_
     assert last_error_line(capsys) == (
         f"streamfuse run: error: ir camera {camera}: no frame within 2 s of the start (ir.open_timeout_s); "
         "check the device index or URL (ir.uri), or allow longer with ir.open_timeout_s")
-    assert 1.9 <= stats["duration_s"] < 2.9
+    # A behaviour check of the timeout, with room for a slow machine: 2 s asked, 4.2 s uncut.
+    assert 1.9 <= stats["duration_s"] < 3.5
     assert stats["sources"]["ir"]["reconnects"] >= 3 and stats["frames_written"] == 0
 
 
