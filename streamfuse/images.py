@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 
 import cv2
@@ -35,16 +36,35 @@ def read_image(path: str | Path, gray: bool = False) -> np.ndarray:
     return image
 
 
-@contextlib.contextmanager
-def quiet_opencv():
-    """OpenCV's own log off for a call whose failure we report ourselves: a missing camera makes
-    each capture backend print several lines per attempt, a corrupt image its decoder."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+class _QuietOpenCV:
+    """OpenCV's own log off for calls whose failures we report ourselves: a missing camera makes
+    each capture backend print several lines per attempt, a corrupt image its decoder. The level
+    is one process-wide setting and capture threads call at the same time: the first call to
+    start turns it off and the last to finish restores it (each saving and restoring its own
+    left it on during the other's call, then off for good)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active = 0
+        self._level_before = None
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self._lock:
+            if self._active == 0:
+                self._level_before = cv2.utils.logging.getLogLevel()
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    cv2.utils.logging.setLogLevel(self._level_before)
+
+
+quiet_opencv = _QuietOpenCV()
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:

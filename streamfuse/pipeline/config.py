@@ -40,8 +40,10 @@ class SourceConfig:
     reconnect_delay_s, reconnect_max_s: live sources that fail are reopened after a delay that
         doubles from the first value up to the second.
     open_timeout_s: ``camera``: a camera that has not given its first frame this many seconds
-        after the start is an error (a wrong index or URL), None waits for ever; once it has
-        delivered, a lost camera is reopened for as long as the run lasts, unless
+        after the start is an error (a wrong index or URL), None waits for ever; a URL's open
+        is bounded by the time left (FFmpeg's open timeout), so a server that never answers
+        cannot hold it longer. Once it has delivered, a lost camera is reopened for as long as
+        the run lasts, unless
     lost_timeout_s: ``camera``: a camera that has given no frame for this many seconds ends the
         run with an error (frames fused before are kept); None (default) reopens it for ever,
         as unattended surveillance wants.

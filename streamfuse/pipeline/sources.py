@@ -33,6 +33,15 @@ log = logging.getLogger("streamfuse.pipeline")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 DEFAULT_LIVE_FPS = 30.0
+# FFmpeg's open and read timeouts for a stream URL when no deadline is nearer: long enough for a
+# slow RTSP handshake, short enough that a dead connection is noticed and reopened.
+FFMPEG_TIMEOUT_S = 10.0
+
+
+def _is_device(target: int | str) -> bool:
+    """A local camera (index, /dev/videoN or a /dev/v4l/by-id/... link) rather than a stream
+    URL or a file."""
+    return isinstance(target, int) or target.startswith("/dev/")
 
 
 def wants_gray(color: str, role: str, source_is_gray: bool) -> bool:
@@ -255,14 +264,8 @@ class CaptureSource:
             self.fps = DEFAULT_LIVE_FPS
 
     def _open(self) -> bool:
-        # FFmpeg-backed URLs get the time left as their open and read timeouts, so one blocking
-        # attempt cannot carry the wait past the deadline (OpenCV ignores them elsewhere).
-        left = self._time_left()
-        timeout_ms = int(1000 * min(left if left is not None else 10.0, 10.0))
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(timeout_ms, 100),
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(timeout_ms, 100)]
         with quiet_opencv():
-            capture = cv2.VideoCapture(self._target, cv2.CAP_ANY, params)
+            capture = self._new_capture()
         if not capture.isOpened():
             capture.release()
             self.reconnects += 1
@@ -274,6 +277,27 @@ class CaptureSource:
             if reported and 0 < reported < 1000:
                 self.fps = float(reported)
         return True
+
+    def _new_capture(self) -> cv2.VideoCapture:
+        """A device (index or /dev/...) opens through any backend, without parameters: the
+        V4L2 and other camera backends refuse to open at all when given timeouts they do not
+        know. URLs (and paths) open through FFmpeg with the time left as their open and read
+        timeouts, so one blocking attempt cannot carry the wait past the deadline."""
+        if _is_device(self._target):
+            return cv2.VideoCapture(self._target)
+        open_s, read_s = self._ffmpeg_timeouts()
+        return cv2.VideoCapture(self._target, cv2.CAP_FFMPEG,
+                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(1000 * open_s),
+                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(1000 * read_s)])
+
+    def _ffmpeg_timeouts(self) -> tuple[float, float]:
+        """(open, read) timeouts in seconds for FFmpeg: the open gets the time left (at most
+        FFMPEG_TIMEOUT_S when no limit applies); a read, the time left before the first frame or
+        lost_timeout_s, but at least a second so a stream that stutters is not dropped."""
+        left = self._time_left()
+        open_s = max(min(left if left is not None else FFMPEG_TIMEOUT_S, FFMPEG_TIMEOUT_S), 0.1)
+        read_s = min(open_s, self._lost_timeout_s or FFMPEG_TIMEOUT_S)
+        return open_s, max(read_s, 1.0)
 
     def _time_left(self) -> float | None:
         """Seconds until this camera's silence becomes an error (None: no limit applies)."""
@@ -303,11 +327,18 @@ class CaptureSource:
         self._raise_if_overdue()
         delay = self._backoff.next()
         left = self._time_left()
-        if left is not None:
-            delay = min(delay, max(left, 0.0))
-        log.warning("%s camera %s: %s; retrying in %.1f s", self.role, self.uri, problem, delay)
-        self._stop.wait(delay)
+        if left is not None and left <= delay:
+            # No retry follows this wait: say when the error comes instead of a retry.
+            log.warning("%s camera %s: %s; giving up in %.1f s (%s.%s)", self.role, self.uri,
+                        problem, max(left, 0.0), self.role, self._deadline_key())
+            self._stop.wait(max(left, 0.0))
+        else:
+            log.warning("%s camera %s: %s; retrying in %.1f s", self.role, self.uri, problem, delay)
+            self._stop.wait(delay)
         self._raise_if_overdue()
+
+    def _deadline_key(self) -> str:
+        return "open_timeout_s" if self._index == 0 else "lost_timeout_s"
 
     def read(self) -> Frame | None:
         while not self._stop.is_set():
