@@ -269,7 +269,6 @@ class CaptureSource:
         if not capture.isOpened():
             capture.release()
             self.reconnects += 1
-            self._wait_to_retry("cannot open")
             return False
         self._capture = capture
         if self._configured_fps is None:
@@ -343,6 +342,7 @@ class CaptureSource:
     def read(self) -> Frame | None:
         while not self._stop.is_set():
             if self._capture is None and not self._open():
+                self._wait_to_retry("cannot open")
                 continue
             ok, image = self._capture.read()
             if not ok:

@@ -29,12 +29,12 @@ def gradient_correlation(first: np.ndarray, second: np.ndarray, mask: np.ndarray
 
 def check_sizes(calibration: Calibration, ir_frame: np.ndarray, vis_frame: np.ndarray) -> None:
     """Raise unless the frames have the sizes ``calibration`` was made for."""
-    for camera, frame, size in (("visible", vis_frame, calibration.vis_size),
-                                ("IR", ir_frame, calibration.ir_size)):
+    for camera, field, frame, size in (("visible", "vis_size", vis_frame, calibration.vis_size),
+                                       ("IR", "ir_size", ir_frame, calibration.ir_size)):
         if (frame.shape[1], frame.shape[0]) != tuple(size):
             raise StreamFuseError(f"{camera} frame is {frame.shape[1]}x{frame.shape[0]} but the "
-                                  f"calibration's {'ir' if camera == 'IR' else 'vis'}_size is "
-                                  f"{size[0]}x{size[1]}: use the calibration of this camera pair")
+                                  f"calibration's {field} is {size[0]}x{size[1]}: use the "
+                                  "calibration of this camera pair")
 
 
 def check_scores(calibration: Calibration, ir_frame: np.ndarray, vis_frame: np.ndarray
