@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from pathlib import Path
 
 from streamfuse.errors import StreamFuseError
+
+
+def output_path(text: str) -> Path:
+    """argparse ``type`` of an output option: a path, refusing an empty one, which Python would
+    read as the current folder (``-o ''`` wrote a folder's fused pairs into it)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; name the file or folder to write")
+    return Path(text)
 
 
 def check_writable_folder(folder: str | Path, flag: str) -> Path:

@@ -56,7 +56,9 @@ def test_check_refuses_blank_frames(tmp_path, scene_and_calibration, capsys):
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((128, 160), 40, np.uint8))
     assert _calibrate("--check", calibration, "--ir", blank, "--vis", scene) == 2
-    assert "the IR or the visible frame is blank (one uniform gray): nothing to score" in _last_error(capsys)
+    assert _last_error(capsys) == (f"streamfuse calibrate: error: --ir {blank} / --vis {scene}: in the frame "
+                                   "pair the IR frame is blank (one uniform gray): nothing to score; use "
+                                   "frames in which both cameras see the scene")
 
 
 def test_check_refuses_an_overlay_it_cannot_write_before_scoring(tmp_path, blocker,

@@ -759,13 +759,18 @@ def test_auto_refuses_blank_frames_without_writing(tmp_path, capsys):
     blank = np.full((96, 128), 40, np.uint8)
     cv2.imwrite(str(tmp_path / "ir.png"), blank)
     cv2.imwrite(str(tmp_path / "vis.png"), blank)
+    cv2.imwrite(str(tmp_path / "scene.png"), _scene(0.3, (128, 96)))
     output = tmp_path / "pair.yaml"
-    assert _calibrate("--auto", "--ir", tmp_path / "ir.png", "--vis", tmp_path / "vis.png",
-                      "-o", output) == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
-    assert error.startswith("streamfuse calibrate: error: ")
-    assert "frame is blank" in error and "no file written" in error
-    assert not output.exists()
+    for ir, vis, side in [("ir.png", "vis.png", "the IR and the visible frames are"),
+                          ("ir.png", "scene.png", "the IR frame is"),
+                          ("scene.png", "vis.png", "the visible frame is")]:
+        assert _calibrate("--auto", "--ir", tmp_path / ir, "--vis", tmp_path / vis,
+                          "-o", output) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+        assert error == (f"streamfuse calibrate: error: --ir {tmp_path / ir} / --vis "
+                         f"{tmp_path / vis}: in the frame pair {side} blank (one uniform gray): "
+                         "no file written; use frames in which both cameras see the scene")
+        assert not output.exists()
 
 
 # --- videos: sync, auto over a clip, check ------------------------------------------------------

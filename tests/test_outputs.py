@@ -74,3 +74,23 @@ def test_commands_refuse_an_unwritable_output_at_once(blocker, capsys, command, 
 def test_counts_and_times_that_cannot_work_are_refused(capsys, command, message):
     assert main(command) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, flag", [
+    (["fuse", "--ir", str(REPO_ROOT / "samples" / "pairs" / "ir"), "--vis",
+      str(REPO_ROOT / "samples" / "pairs" / "vis"), "-o", ""], "-o/--output"),
+    (["export", "-o", " "], "-o/--output"),
+    (["calibrate", "--auto", "--ir", "a.png", "--vis", "b.png", "-o", ""], "-o/--output"),
+    (["eval", "--data", "x", "--json", ""], "--json"),
+    (["run", str(REPO_ROOT / "configs" / "demo.yaml"), "--stats", ""], "--stats"),
+])
+def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch,
+                                                                        capsys, command, flag):
+    # Python reads '' as '.': `fuse -o ''` wrote a folder's fused pairs into the current folder.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_status:  # argparse's usage error
+        main(command)
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(f"error: argument {flag}: empty path; name the file or folder to write")
+    assert list(tmp_path.iterdir()) == []

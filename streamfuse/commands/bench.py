@@ -25,7 +25,7 @@ from streamfuse.errors import StreamFuseError
 from streamfuse.fuser import DEFAULT_WEIGHTS, REPO_ROOT
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import DIDFuse
-from streamfuse.outputs import check_writable_file
+from streamfuse.outputs import check_writable_file, output_path
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     parser.add_argument("--no-fusion-share", action="store_true", help="skip timing each engine with rule sum (fusion layer share)")
     parser.add_argument("--cache-dir", type=Path, help="engine cache folder (default ~/.cache/streamfuse)")
-    parser.add_argument("-o", "--output", type=Path, help="JSON file to write (a .txt table is written beside it)")
+    parser.add_argument("-o", "--output", type=output_path, help="JSON file to write (a .txt table is written beside it)")
     parser.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from streamfuse.calibration import Calibration, load_calibration, save_calibration, today
 from streamfuse.errors import StreamFuseError
-from streamfuse.outputs import check_writable_file
+from streamfuse.outputs import check_writable_file, output_path
 from streamfuse.registration import auto, board, check, points, sync
 from streamfuse.registration.frames import is_video, read_frames, read_pairs, read_video_gray
 
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--check", metavar="CALIB", help="score CALIB on --ir/--vis frames")
     parser.add_argument("--ir", help="IR image, folder of images or video")
     parser.add_argument("--vis", help="visible image, folder of images or video")
-    parser.add_argument("-o", "--output", metavar="YAML", help="calibration file to write")
+    parser.add_argument("-o", "--output", type=output_path, metavar="YAML", help="calibration file to write")
     parser.add_argument("--pattern", help="board size COLSxROWS (inner corners or circles)")
     parser.add_argument("--spacing", type=float, default=1.0,
                         help="board square / circle spacing (any unit; only for --intrinsics)")
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-offset", type=float, help="--sync search range in seconds")
     parser.add_argument("--threshold", type=float, default=3.0,
                         help="--points: RANSAC outlier threshold in visible pixels")
-    parser.add_argument("--overlay", metavar="PNG", help="--check: edge overlay image to write")
+    parser.add_argument("--overlay", type=output_path, metavar="PNG", help="--check: edge overlay image to write")
     parser.set_defaults(func=run)
 
 
@@ -185,8 +185,25 @@ def _run_board(args: argparse.Namespace, offset: float) -> Calibration:
                        notes=f"{args.board} {pattern[0]}x{pattern[1]}, {result.views} views")
 
 
+def _not_blank(args: argparse.Namespace, pairs: list[tuple[np.ndarray, np.ndarray]],
+               consequence: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The pairs in which neither frame is blank; when none is left, an error naming the files
+    and the side that is blank."""
+    kept = [(ir, vis) for ir, vis in pairs if not (auto.is_blank(ir) or auto.is_blank(vis))]
+    if kept:
+        return kept
+    blank_ir = any(auto.is_blank(ir) for ir, _ in pairs)
+    blank_vis = any(auto.is_blank(vis) for _, vis in pairs)
+    side = ("the IR and the visible frames are" if blank_ir and blank_vis
+            else "the IR frame is" if blank_ir else "the visible frame is")
+    raise StreamFuseError(f"--ir {args.ir} / --vis {args.vis}: in {auto.all_pairs(len(pairs))} "
+                          f"{side} blank (one uniform gray): {consequence}; use frames in which "
+                          "both cameras see the scene")
+
+
 def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
     pairs = read_pairs(args.ir, args.vis, offset, args.max_pairs)
+    _not_blank(args, pairs, "no file written")
     ir_frames = [ir for ir, _ in pairs]
     vis_frames = [vis for _, vis in pairs]
     ir_size = (ir_frames[0].shape[1], ir_frames[0].shape[0])
@@ -277,11 +294,7 @@ def _run_check(args: argparse.Namespace) -> int:
         raise StreamFuseError(f"{args.check} on --ir {args.ir} / --vis {args.vis}: {error}") from None
     # A uniform frame (lens cap, a camera still starting) has no edge: its score would read as
     # "not aligned" when there is nothing to judge.
-    scored = [(ir, vis) for ir, vis in pairs if not (auto.is_blank(ir) or auto.is_blank(vis))]
-    if not scored:
-        raise StreamFuseError(f"--ir {args.ir} / --vis {args.vis}: in {auto.all_pairs(len(pairs))} "
-                              "the IR or the visible frame is blank (one uniform gray): nothing "
-                              "to score; use frames in which both cameras see the scene")
+    scored = _not_blank(args, pairs, "nothing to score")
     befores, afters = [], []
     for ir_frame, vis_frame in scored:
         before, after, stretched, registered = check.check_scores(calibration, ir_frame, vis_frame)

@@ -9,7 +9,7 @@ from pathlib import Path
 from streamfuse.allocator import keep_freed_memory
 from streamfuse.evaluate import BASELINES, evaluate_folder, parse_methods
 from streamfuse.fusion import FusionConfig
-from streamfuse.outputs import check_writable_file
+from streamfuse.outputs import check_writable_file, output_path
 
 DEFAULT_METHODS = f"{FusionConfig.rule},{','.join(BASELINES)}"
 
@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", type=Path, help="checkpoint (default: the shipped weights)")
     parser.add_argument("--fused", type=Path, help="also score already fused images in this folder (named by stem)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--csv", type=Path, help="write the table as CSV")
-    parser.add_argument("--json", type=Path, help="write the table and per-pair scores as JSON")
+    parser.add_argument("--csv", type=output_path, help="write the table as CSV")
+    parser.add_argument("--json", type=output_path, help="write the table and per-pair scores as JSON")
     parser.set_defaults(func=run)
 
 

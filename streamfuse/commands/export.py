@@ -13,7 +13,7 @@ from streamfuse.export import check_onnx, export_onnx
 from streamfuse.fuser import FusionNet, resolve_weights
 from streamfuse.fusion import FusionConfig
 from streamfuse.model import fold_model
-from streamfuse.outputs import check_writable_file
+from streamfuse.outputs import check_writable_file, output_path
 
 # The check input differs in size from the export example, so it proves height/width are dynamic.
 CHECK_SHAPE = (72, 100)
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Needs the extra streamfuse[onnx].",
     )
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="file format (onnx)")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="file to write, e.g. didfuse.onnx")
+    parser.add_argument("-o", "--output", required=True, type=output_path, help="file to write, e.g. didfuse.onnx")
     parser.add_argument("--weights", type=Path, help="checkpoint (default: the shipped models/didfuse_flir.pt)")
     parser.add_argument("--rule", default=FusionConfig.rule, help=f"fusion rule (default {FusionConfig.rule})")
     parser.add_argument("--batch", type=int, default=1, help="pairs per call, fixed in the file (default 1)")

@@ -20,7 +20,7 @@ from streamfuse.engines import ENGINES, PRECISIONS, create_fuser
 from streamfuse.errors import StreamFuseError
 from streamfuse.fusion import FusionConfig
 from streamfuse.images import IMAGE_SUFFIXES, pair_files, read_image, write_png
-from streamfuse.outputs import check_writable_file, check_writable_folder
+from streamfuse.outputs import check_writable_file, check_writable_folder, output_path
 from streamfuse.pipeline.config import (
     InferenceConfig, PipelineConfig, SinksConfig, SourceConfig, VideoSinkConfig, check_files,
 )
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--ir", required=True, type=Path, help="infrared image, folder or video")
     parser.add_argument("--vis", required=True, type=Path, help="visible image, folder or video")
-    parser.add_argument("-o", "--output", required=True, type=Path,
+    parser.add_argument("-o", "--output", required=True, type=output_path,
                         help="output PNG (single pair), folder (pairs; written as <stem>.png) or "
                         "video file such as fused.mp4 (videos)")
     parser.add_argument("--weights", type=Path, help="checkpoint (default: the shipped models/didfuse_flir.pt)")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import threading
-from pathlib import Path
 
 from tqdm import tqdm
 
+from streamfuse.outputs import output_path
 from streamfuse.pipeline.runner import stop_on_signals
 from streamfuse.pipeline.sinks import VideoFileWriter, check_video_output
 from streamfuse.pipeline.wire import DEFAULT_URL, subscribe
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--frames or --timeout, or on Ctrl-C; the file is finalised in every case.",
     )
     parser.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"publisher endpoint (default {DEFAULT_URL})")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="video file to write (e.g. out.mp4)")
+    parser.add_argument("-o", "--output", required=True, type=output_path, help="video file to write (e.g. out.mp4)")
     parser.add_argument("--fps", type=float, help="frame rate of the file (default: the stream's, else 30)")
     parser.add_argument("--codec", default="h264", help="FFmpeg encoder (default h264)")
     parser.add_argument("--crf", type=int, default=20, help="H.264/H.265 quality, lower is better (default 20)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from streamfuse.errors import StreamFuseError
-from streamfuse.outputs import check_writable_file
+from streamfuse.outputs import check_writable_file, output_path
 from streamfuse.pipeline.config import load_pipeline_config
 from streamfuse.pipeline.runner import RunResult, run_pipeline
 
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("config", type=Path, help="pipeline YAML (see configs/)")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                         help="override a config key, e.g. inference.batch_size=4 or sinks.video.path=out.mp4")
-    parser.add_argument("--stats", type=Path, metavar="FILE", help="write a JSON summary (fps per stage, latency, queues, drops) at exit")
+    parser.add_argument("--stats", type=output_path, metavar="FILE", help="write a JSON summary (fps per stage, latency, queues, drops) at exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

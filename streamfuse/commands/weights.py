@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from streamfuse.checkpoint import import_authors_weights, save_checkpoint
-from streamfuse.outputs import check_writable_file
+from streamfuse.outputs import check_writable_file, output_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--encoder", required=True, type=Path, help="the authors' encoder file (cov1..cov4)")
     parser.add_argument("--decoder", required=True, type=Path, help="the authors' decoder file (cov5..cov7)")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="StreamFuse checkpoint to write (.pt)")
+    parser.add_argument("-o", "--output", required=True, type=output_path, help="StreamFuse checkpoint to write (.pt)")
     parser.set_defaults(func=run)
 
 
