@@ -117,8 +117,8 @@ class Fuser:
         """
         if frames.dtype != np.uint8:
             raise StreamFuseError(
-                f"frames must be 8-bit (uint8), got {frames.dtype}; scale other depths to 0-255 first "
-                "(16-bit: (frame / 257).round().astype(np.uint8))"
+                f"frames must be 8-bit (uint8), got {frames.dtype}; bring other depths to 0-255 first "
+                "(16-bit: streamfuse.gain.to_8bit(frame))"
             )
         levels = torch.from_numpy(frames).to(self.device)[:, None]
         return self._unit_levels[levels.int()]

@@ -10,24 +10,30 @@ import cv2
 import numpy as np
 
 from streamfuse.errors import StreamFuseError
+from streamfuse.gain import Gain, to_8bit
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
-def read_image(path: str | Path, gray: bool = False) -> np.ndarray:
+def read_image(path: str | Path, gray: bool = False, gain: Gain = Gain()) -> np.ndarray:
     """8-bit image ``(H, W)`` (gray) or ``(H, W, 3)`` BGR; gray-looking colour files stay 3-channel
-    unless ``gray``. 16-bit files are scaled to 8 bits."""
+    unless ``gray``. 16-bit files (raw thermal counts) become 8-bit by ``gain``
+    (:mod:`streamfuse.gain`; by default the image's own percentile window)."""
+    return to_8bit(read_image_counts(path, gray), gain)
+
+
+def read_image_counts(path: str | Path, gray: bool = False) -> np.ndarray:
+    """:func:`read_image` before gain: uint8, or uint16 for a 16-bit file."""
     path = Path(path)
     if not path.is_file():
         raise StreamFuseError(f"{path}: no such image file")
-    flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_UNCHANGED
+    # ANYDEPTH keeps 16-bit counts through the gray conversion (OpenCV would divide them by 256).
+    flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH if gray else cv2.IMREAD_UNCHANGED
     with quiet_opencv():  # a broken file makes the decoder log lines beside our one-line error
         image = cv2.imread(str(path), flags)
     if image is None:
         raise StreamFuseError(f"{path}: cannot decode the image (corrupt or unsupported format)")
-    if image.dtype == np.uint16:
-        image = (image / 257.0).round().astype(np.uint8)
-    if image.dtype != np.uint8:
+    if image.dtype not in (np.uint8, np.uint16):
         raise StreamFuseError(f"{path}: unsupported pixel type {image.dtype} (need 8 or 16 bits)")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)

@@ -47,7 +47,8 @@ def vis_scene(t: float, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
 def write_video(path: Path, streams: list[tuple[list[np.ndarray], float]], codec: str = "h264",
                 pix_fmt: str = "yuv420p") -> Path:
     """Encode one or more ``(frames, fps)`` video streams into one file with PyAV, frame ``i``
-    of a stream at PTS ``i / fps``. Frames are ``(H, W)`` gray or ``(H, W, 3)`` BGR uint8."""
+    of a stream at PTS ``i / fps``. Frames are ``(H, W)`` gray or ``(H, W, 3)`` BGR uint8, or
+    ``(H, W)`` uint16 counts for a deep gray ``pix_fmt``."""
     with av.open(str(path), "w") as container:
         outputs = []
         for frames, fps in streams:
@@ -58,7 +59,9 @@ def write_video(path: Path, streams: list[tuple[list[np.ndarray], float]], codec
         order = sorted((i / fps, k, i) for k, (frames, fps) in enumerate(streams) for i in range(len(frames)))
         for _, k, i in order:
             image = streams[k][0][i]
-            frame = av.VideoFrame.from_ndarray(image, format="gray" if image.ndim == 2 else "bgr24")
+            # uint16 frames are counts in the stream's own deep gray format (gray16le, gray12le).
+            frame_format = pix_fmt if image.dtype == np.uint16 else "gray" if image.ndim == 2 else "bgr24"
+            frame = av.VideoFrame.from_ndarray(image, format=frame_format)
             frame.pts = i
             frame.time_base = 1 / Fraction(streams[k][1]).limit_denominator(1001)
             container.mux(outputs[k].encode(frame))

@@ -15,6 +15,7 @@ from streamfuse.errors import StreamFuseError
 from streamfuse.engines import ENGINES, PRECISIONS
 from streamfuse.fuser import DEFAULT_WEIGHTS
 from streamfuse.fusion import RULES
+from streamfuse.gain import Gain
 from streamfuse.pipeline.wire import DEFAULT_URL
 
 SOURCE_KINDS = ("file", "camera", "folder", "zmq")
@@ -47,6 +48,10 @@ class SourceConfig:
     lost_timeout_s: ``camera``: a camera that has given no frame for this many seconds ends the
         run with an error (frames fused before are kept); None (default) reopens it for ever,
         as unattended surveillance wants.
+    gain: ``file``/``folder``: how frames deeper than 8 bits (raw thermal counts: 16-bit images,
+        ``gray16le``/``gray12le`` video) become 8-bit (:mod:`streamfuse.gain`): ``auto`` (the
+        frame's 0.5-99.5 percentile window, smoothed over 0.5 s), ``full`` (the format's whole
+        range) or ``[LOW, HIGH]``, a fixed window of counts. 8-bit frames are never changed.
     """
 
     kind: Literal["file", "camera", "folder", "zmq"] = "file"
@@ -60,8 +65,13 @@ class SourceConfig:
     reconnect_max_s: float = 10.0
     open_timeout_s: float | None = 30.0
     lost_timeout_s: float | None = None
+    gain: str | list[int] = "auto"
 
     def __post_init__(self) -> None:
+        try:
+            self.parsed_gain()
+        except StreamFuseError as error:
+            raise ValueError(str(error)) from None
         needs = {"file": "path", "folder": "path", "camera": "uri", "zmq": "uri"}[self.kind]
         if getattr(self, needs) is None:
             what = {"file": "the video file", "folder": "the image folder",
@@ -82,6 +92,9 @@ class SourceConfig:
         if self.lost_timeout_s is not None and self.lost_timeout_s <= 0:
             raise ValueError("'lost_timeout_s' must be positive (or null to reopen for ever), "
                              f"got {self.lost_timeout_s}")
+
+    def parsed_gain(self) -> Gain:
+        return Gain.parse(self.gain, "'gain'")
 
     @property
     def live(self) -> bool:

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from streamfuse.errors import StreamFuseError
-from streamfuse.images import image_files, quiet_opencv, read_image
+from streamfuse.gain import Gain, GainControl, counts_format
+from streamfuse.images import image_files, quiet_opencv, read_image_counts
 from streamfuse.pipeline import wire
 from streamfuse.pipeline.config import SourceConfig
 from streamfuse.pipeline.frames import Frame
@@ -95,7 +96,7 @@ class VideoFileSource:
     live = False
 
     def __init__(self, path: str | Path, role: str, stream_index: int = 0, color: str = "auto",
-                 realtime: bool = False):
+                 realtime: bool = False, gain: Gain = Gain()):
         self.path = Path(path)
         self.role = role
         try:
@@ -117,6 +118,10 @@ class VideoFileSource:
             self.frame_count = self._stream.frames or self._frames_from_duration()
             pix_fmt = self._stream.codec_context.pix_fmt or ""
             self.gray = wants_gray(color, role, pix_fmt.startswith("gray"))
+            # Deep gray video (raw thermal counts) is read as counts and given gain; FFmpeg's own
+            # conversion to 8 bits would keep only the top bits of the format's range.
+            self._counts_format, full_scale = counts_format(pix_fmt)
+            self._gain = GainControl(gain, full_scale)
             self._frames = self._container.decode(self._stream)
         except BaseException:
             self._container.close()
@@ -144,7 +149,12 @@ class VideoFileSource:
         timestamp = video_frame.time
         if timestamp is None:
             timestamp = self._index / (self.fps or DEFAULT_LIVE_FPS)
-        image = video_frame.to_ndarray(format="gray" if self.gray else "bgr24")
+        if self._counts_format:
+            image = self._gain(video_frame.to_ndarray(format=self._counts_format), float(timestamp))
+            if not self.gray:
+                image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        else:
+            image = video_frame.to_ndarray(format="gray" if self.gray else "bgr24")
         self._pacer.wait(timestamp)
         frame = Frame(image=image, timestamp=float(timestamp), captured_at=time.monotonic(), index=self._index)
         self._index += 1
@@ -177,7 +187,7 @@ class FolderSource:
     live = False
 
     def __init__(self, files: list[Path], role: str, fps: float, color: str = "auto",
-                 realtime: bool = False):
+                 realtime: bool = False, gain: Gain = Gain()):
         if not files:
             raise StreamFuseError(f"the {role} image folder has no images to play")
         self.files = files
@@ -187,6 +197,7 @@ class FolderSource:
         self.color = color
         self._pacer = _Pacer(realtime)
         self._index = 0
+        self._gain = GainControl(gain)
         self.problems: list[str] = []
 
     def read(self) -> Frame | None:
@@ -195,14 +206,16 @@ class FolderSource:
             if self._index >= len(self.files):
                 return None
             try:
-                image = read_image(self.files[self._index], gray=wants_gray(self.color, self.role, source_is_gray=False))
+                image = read_image_counts(self.files[self._index],
+                                          gray=wants_gray(self.color, self.role, source_is_gray=False))
             except StreamFuseError as error:
                 self.problems.append(f"{error}; skipped")
                 log.warning("%s; skipped", error)
                 self._index += 1
+        timestamp = self._index / self.fps
+        image = self._gain(image, timestamp)
         if self.color == "bgr" and image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        timestamp = self._index / self.fps
         self._pacer.wait(timestamp)
         frame = Frame(image=image, timestamp=timestamp, captured_at=time.monotonic(), index=self._index)
         self._index += 1
@@ -418,11 +431,13 @@ def open_source(config: SourceConfig, role: str, stop: threading.Event,
     """The source ``config`` describes. ``files``: for ``folder`` sources, the images to play
     (the runner pairs two folders by file stem); default every image of the folder."""
     if config.kind == "file":
-        return VideoFileSource(config.path, role, config.stream, config.color, config.realtime)
+        return VideoFileSource(config.path, role, config.stream, config.color, config.realtime,
+                               config.parsed_gain())
     if config.kind == "folder":
         if files is None:
             files = list(image_files(config.path).values())
-        return FolderSource(files, role, config.fps, config.color, config.realtime)
+        return FolderSource(files, role, config.fps, config.color, config.realtime,
+                            config.parsed_gain())
     if config.kind == "camera":
         return CaptureSource(config.uri, role, stop, config.fps, config.color,
                              config.reconnect_delay_s, config.reconnect_max_s, config.open_timeout_s,

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from streamfuse.errors import StreamFuseError
+from streamfuse.gain import Gain, GainControl, counts_format
 from streamfuse.images import IMAGE_SUFFIXES, read_image
 
 
@@ -22,7 +23,8 @@ MIN_SIDE = 8
 def read_video_gray(path: str | Path, max_frames: int | None = None
                     ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (timestamp in seconds from the container PTS, (H, W) uint8 gray frame) of the first
-    video stream of ``path``, in presentation order. A recording corrupt part-way yields the
+    video stream of ``path``, in presentation order (gray deeper than 8 bits through the
+    automatic gain of :mod:`streamfuse.gain`). A recording corrupt part-way yields the
     frames before the damage, with a warning on stderr (as the pipeline keeps them)."""
     try:
         container = av.open(str(path))
@@ -33,11 +35,15 @@ def read_video_gray(path: str | Path, max_frames: int | None = None
         if not container.streams.video:
             raise StreamFuseError(f"{path}: has no video stream")
         stream = container.streams.video[0]
+        # Deep gray video (raw thermal counts) gets the pipeline's automatic gain.
+        deep_format, full_scale = counts_format(stream.codec_context.pix_fmt or "")
+        gain = GainControl(Gain(), full_scale)
         for index, frame in enumerate(container.decode(stream)):
             if max_frames is not None and index >= max_frames:
                 break
             time = frame.time if frame.pts is not None else index / float(stream.average_rate)
-            gray = frame.to_ndarray(format="gray")
+            gray = (gain(frame.to_ndarray(format=deep_format), time) if deep_format
+                    else frame.to_ndarray(format="gray"))
             _check_size(gray, path)
             decoded += 1
             yield float(time), gray
