@@ -20,6 +20,7 @@ from streamfuse.gain import (HIGH_PERCENTILE, LOW_PERCENTILE, MIN_SPAN, SMOOTHIN
 from streamfuse.images import read_image
 from streamfuse.pipeline.config import SourceConfig
 from streamfuse.pipeline.sources import FolderSource, VideoFileSource
+from streamfuse.registration.frames import read_video_gray
 
 SAMPLES = REPO_ROOT / "samples" / "pairs"
 
@@ -240,3 +241,16 @@ def test_fuse_of_a_sixteen_bit_thermal_video(tmp_path):
         # H.264 at crf 20 is lossy (2.6-3.0 levels on this noisy texture); fusing the flat
         # full-range frame is off by about 38.
         assert error < 4 and np.abs(fused[index].astype(float) - flat).mean() > 8 * error
+
+
+def test_calibration_reads_deep_video_with_the_stream_gain(tmp_path):
+    scene = real_ir()[:96, :128]
+    counts = [radiometric(np.roll(scene, 5 * index, axis=1), index) for index in range(5)]
+    # PNG frames store big-endian 16-bit counts: the byte order is converted on reading.
+    path = write_video(tmp_path / "ir.mov", [(counts, 10)], codec="png", pix_fmt="gray16be")
+    reference = GainControl()
+    frames = list(read_video_gray(path))
+    assert len(frames) == 5
+    for index, ((time, frame), frame_counts) in enumerate(zip(frames, counts)):
+        assert time == pytest.approx(index / 10)
+        np.testing.assert_array_equal(frame, reference(frame_counts, index / 10))
