@@ -16,6 +16,7 @@ for the shipped weights, else saved in the cache folder), the rest in bf16 where
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,12 @@ class OpenVINOFuser(Fuser):
             if path.is_file():
                 model = self._core.read_model(path)
             else:
-                # torch.export needs ordinary tensors, whatever mode the caller is in.
-                with torch.inference_mode(False), torch.no_grad():
+                # torch.export needs ordinary tensors, whatever mode the caller is in. The
+                # converter's decompositions copy torch's tree specs, which makes torch 2.13 warn
+                # of its own deprecated LeafSpec on the user's terminal: not ours to act on.
+                with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`",
+                                            category=FutureWarning)
                     model = ov.convert_model(export_program(self.net, batch))
                 # Temporary name first: a half-written cache file must never be read back.
                 partial = path.with_name(f"{path.stem}.partial.xml")
