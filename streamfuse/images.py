@@ -42,6 +42,27 @@ def read_image_counts(path: str | Path, gray: bool = False) -> np.ndarray:
     return image
 
 
+# Mean distance of a frame's chroma from neutral gray (YCrCb levels, both channels) above which
+# an IR frame is taken for a false-colour palette; gray video through 4:2:0 H.264 stays under 1.
+PALETTE_CHROMA = 8.0
+
+
+def is_false_colour(image: np.ndarray) -> bool:
+    """Whether an 8-bit BGR frame ``(H, W, 3)`` is coloured throughout, as a thermal camera's
+    false-colour palette (ironbow, rainbow) makes it; gray frames are not."""
+    if image.ndim != 3 or image.dtype != np.uint8:
+        return False
+    ycrcb = cv2.cvtColor(np.ascontiguousarray(image[::4, ::4]), cv2.COLOR_BGR2YCrCb).astype(np.int16)
+    return float(np.abs(ycrcb[:, :, 1:] - 128).sum(axis=2).mean()) > PALETTE_CHROMA
+
+
+def false_colour_warning(where: str) -> str:
+    """The warning for IR frames in a false-colour palette, which are fused as their brightness."""
+    return (f"{where}: the IR frames are in colour (a false-colour palette?); they are fused as "
+            "their brightness, which a palette need not make follow temperature: switch the "
+            "camera to a gray palette (white-hot) if you can")
+
+
 class _QuietOpenCV:
     """OpenCV's own log off for calls whose failures we report ourselves: a missing camera makes
     each capture backend print several lines per attempt, a corrupt image its decoder. The level

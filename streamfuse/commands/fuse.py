@@ -20,7 +20,8 @@ from streamfuse.engines import ENGINES, PRECISIONS, create_fuser
 from streamfuse.errors import StreamFuseError
 from streamfuse.fusion import FusionConfig
 from streamfuse.gain import GAIN_HELP, Gain
-from streamfuse.images import IMAGE_SUFFIXES, pair_files, read_image, write_png
+from streamfuse.images import (IMAGE_SUFFIXES, false_colour_warning, is_false_colour, pair_files,
+                               read_image, write_png)
 from streamfuse.outputs import check_writable_file, check_writable_folder, output_path
 from streamfuse.pipeline.config import (
     InferenceConfig, PipelineConfig, SinksConfig, SourceConfig, VideoSinkConfig, check_files,
@@ -68,6 +69,16 @@ def _gain(text: str) -> Gain:
         return Gain.parse(text, "--gain")
     except StreamFuseError as error:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--gain: ")) from None
+
+
+def warn_if_false_colour(ir_path: Path) -> None:
+    """A warning on stderr when the IR image is in a false-colour palette (checked on the first
+    IR image of a folder): it is fused as gray, by brightness."""
+    try:
+        if is_false_colour(read_image(ir_path)):
+            print(f"warning: {false_colour_warning(str(ir_path))}", file=sys.stderr)
+    except StreamFuseError:
+        pass  # an unreadable image is reported where the pair is read
 
 
 def load_pair(ir_path: Path, vis_path: Path, resize: bool, registrar: IrRegistrar | None = None,
@@ -136,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
                                   f"{', '.join(sorted(IMAGE_SUFFIXES - {'.png'}))}); name it e.g. fused.png")
         check_writable_file(output, "-o")
         fuser = create_fuser(args.weights, fusion, args.engine, args.precision, args.device)
+        warn_if_false_colour(args.ir)
         ir, vis = load_pair(args.ir, args.vis, args.resize, registrar, args.gain)
         write_png(output, fuse_registered(fuser, ir, vis, registrar))
         print(f"wrote {output}")
@@ -156,6 +168,7 @@ def fuse_folders(args: argparse.Namespace, fusion: FusionConfig,
         raise StreamFuseError(f"-o {args.output}: folders of pairs are fused into a folder "
                               f"(one <stem>.png each); name a folder, e.g. -o {args.output.with_suffix('')}")
     check_writable_folder(args.output, "-o")
+    warn_if_false_colour(pairs[0][1])
     fuser = create_fuser(args.weights, fusion, args.engine, args.precision, args.device)
     failures = [f"{stem}: only in one of the two folders" for stem in unmatched]
     done = 0

@@ -21,7 +21,8 @@ import numpy as np
 
 from streamfuse.errors import StreamFuseError
 from streamfuse.gain import Gain, GainControl, counts_format
-from streamfuse.images import image_files, quiet_opencv, read_image_counts
+from streamfuse.images import (false_colour_warning, image_files, is_false_colour, quiet_opencv,
+                               read_image_counts)
 from streamfuse.pipeline import wire
 from streamfuse.pipeline.config import SourceConfig
 from streamfuse.pipeline.frames import Frame
@@ -50,6 +51,21 @@ def wants_gray(color: str, role: str, source_is_gray: bool) -> bool:
     if color == "auto":
         return role == "ir" or source_is_gray
     return color == "gray"
+
+
+class _PaletteCheck:
+    """Warns once when an IR source's first frame is in a false-colour palette (it is fused as
+    gray, by brightness)."""
+
+    def __init__(self, role: str, where: str):
+        self.pending = role == "ir"
+        self.where = where
+
+    def __call__(self, bgr_frame: np.ndarray) -> None:
+        if self.pending:
+            self.pending = False
+            if is_false_colour(bgr_frame):
+                log.warning(false_colour_warning(self.where))
 
 
 def _reason(error: Exception) -> str:
@@ -122,6 +138,8 @@ class VideoFileSource:
             # conversion to 8 bits would keep only the top bits of the format's range.
             self._counts_format, full_scale = counts_format(pix_fmt)
             self._gain = GainControl(gain, full_scale)
+            self._palette = _PaletteCheck(role if self.gray and not pix_fmt.startswith("gray") else "",
+                                          str(self.path))
             self._frames = self._container.decode(self._stream)
         except BaseException:
             self._container.close()
@@ -154,6 +172,8 @@ class VideoFileSource:
             if not self.gray:
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         else:
+            if self._palette.pending:
+                self._palette(video_frame.to_ndarray(format="bgr24"))
             image = video_frame.to_ndarray(format="gray" if self.gray else "bgr24")
         self._pacer.wait(timestamp)
         frame = Frame(image=image, timestamp=float(timestamp), captured_at=time.monotonic(), index=self._index)
@@ -198,6 +218,7 @@ class FolderSource:
         self._pacer = _Pacer(realtime)
         self._index = 0
         self._gain = GainControl(gain)
+        self._palette = _PaletteCheck(role if wants_gray(color, role, False) else "", str(files[0].parent))
         self.problems: list[str] = []
 
     def read(self) -> Frame | None:
@@ -206,8 +227,10 @@ class FolderSource:
             if self._index >= len(self.files):
                 return None
             try:
-                image = read_image_counts(self.files[self._index],
-                                          gray=wants_gray(self.color, self.role, source_is_gray=False))
+                gray = wants_gray(self.color, self.role, source_is_gray=False)
+                if gray and self._palette.pending:
+                    self._palette(read_image_counts(self.files[self._index]))
+                image = read_image_counts(self.files[self._index], gray=gray)
             except StreamFuseError as error:
                 self.problems.append(f"{error}; skipped")
                 log.warning("%s; skipped", error)
@@ -267,6 +290,7 @@ class CaptureSource:
         self._backoff = _Backoff(reconnect_delay_s, reconnect_max_s)
         self._capture: cv2.VideoCapture | None = None
         self._index = 0
+        self._palette = _PaletteCheck(role, f"{role} camera {uri}")
         self._open_timeout_s = open_timeout_s
         self._lost_timeout_s = lost_timeout_s
         self._started = time.monotonic()
@@ -366,6 +390,7 @@ class CaptureSource:
                 continue
             self._backoff.reset()
             if wants_gray(self.color, self.role, source_is_gray=False) and image.ndim == 3:
+                self._palette(image)
                 image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
             now = time.monotonic()
             frame = Frame(image=image, timestamp=now, captured_at=now, index=self._index)
@@ -398,6 +423,7 @@ class ZmqSource:
         self._stop = stop
         self._socket = wire.connect_subscriber(url, hwm)
         self._index = 0
+        self._palette = _PaletteCheck(role, f"{role} source {url}")
 
     def read(self) -> Frame | None:
         while not self._stop.is_set():
@@ -413,6 +439,7 @@ class ZmqSource:
             if image is None:
                 return None
             if image.ndim == 3 and wants_gray(self.color, self.role, source_is_gray=False):
+                self._palette(image)
                 image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
             elif image.ndim == 2 and self.color == "bgr":
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
