@@ -55,10 +55,10 @@ def wants_gray(color: str, role: str, source_is_gray: bool) -> bool:
 
 class _PaletteCheck:
     """Warns once when an IR source's first frame is in a false-colour palette (it is fused as
-    gray, by brightness)."""
+    gray, by brightness). ``active``: the source is IR and its frames are turned gray."""
 
-    def __init__(self, role: str, where: str):
-        self.pending = role == "ir"
+    def __init__(self, active: bool, where: str):
+        self.pending = active
         self.where = where
 
     def __call__(self, bgr_frame: np.ndarray) -> None:
@@ -138,7 +138,7 @@ class VideoFileSource:
             # conversion to 8 bits would keep only the top bits of the format's range.
             self._counts_format, full_scale = counts_format(pix_fmt)
             self._gain = GainControl(gain, full_scale)
-            self._palette = _PaletteCheck(role if self.gray and not pix_fmt.startswith("gray") else "",
+            self._palette = _PaletteCheck(role == "ir" and self.gray and not pix_fmt.startswith("gray"),
                                           str(self.path))
             self._frames = self._container.decode(self._stream)
         except BaseException:
@@ -218,7 +218,7 @@ class FolderSource:
         self._pacer = _Pacer(realtime)
         self._index = 0
         self._gain = GainControl(gain)
-        self._palette = _PaletteCheck(role if wants_gray(color, role, False) else "", str(files[0].parent))
+        self._palette = _PaletteCheck(role == "ir" and wants_gray(color, role, False), str(files[0].parent))
         self.problems: list[str] = []
 
     def read(self) -> Frame | None:
@@ -290,7 +290,7 @@ class CaptureSource:
         self._backoff = _Backoff(reconnect_delay_s, reconnect_max_s)
         self._capture: cv2.VideoCapture | None = None
         self._index = 0
-        self._palette = _PaletteCheck(role, f"{role} camera {uri}")
+        self._palette = _PaletteCheck(role == "ir", f"{role} camera {uri}")
         self._open_timeout_s = open_timeout_s
         self._lost_timeout_s = lost_timeout_s
         self._started = time.monotonic()
@@ -423,7 +423,7 @@ class ZmqSource:
         self._stop = stop
         self._socket = wire.connect_subscriber(url, hwm)
         self._index = 0
-        self._palette = _PaletteCheck(role, f"{role} source {url}")
+        self._palette = _PaletteCheck(role == "ir", f"{role} source {url}")
 
     def read(self) -> Frame | None:
         while not self._stop.is_set():
