@@ -18,9 +18,17 @@ def test_round_trip_keeps_outputs_and_metadata(tmp_path):
     model.eval()
     path = save_checkpoint(model, tmp_path / "m.pt", {"data": "flir-train", "training": {"epochs": 3}})
     loaded, metadata = load_checkpoint(path)
+    # Every weight and buffer comes back bit for bit ...
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys()
+    assert all(torch.equal(original[key], restored[key]) for key in original)
+    # ... and the network computes the same image, to float32 rounding. The outputs were compared
+    # bitwise until session 25, where that failed twice and never again in 60+ runs: the CPU
+    # kernels do not promise one summation order from call to call. The weights, compared bitwise
+    # above, are what a checkpoint must keep.
     image = torch.rand(1, 1, 20, 24)
     with torch.no_grad():
-        assert torch.equal(model(image), loaded(image))
+        torch.testing.assert_close(loaded(image), model(image), rtol=0, atol=1e-6)
     assert metadata["data"] == "flir-train" and metadata["training"] == {"epochs": 3}
     assert "date" in metadata
 
