@@ -55,7 +55,10 @@ class Gain:
         try:
             low, high = (int(str(bound).strip()) for bound in bounds)
         except (TypeError, ValueError):
-            raise StreamFuseError(f"{where}: {value!r} is not a gain; give {GAIN_HELP}") from None
+            # YAML 1.1 reads small LOW:HIGH pairs such as 10:30 as base-60 numbers (630).
+            number = (" (YAML reads LOW:HIGH with HIGH under 60 as one base-60 number: write "
+                      "[LOW, HIGH])" if str(value).strip().isdigit() else "")
+            raise StreamFuseError(f"{where}: {value!r} is not a gain; give {GAIN_HELP}{number}") from None
         if not 0 <= low < high <= FULL_SCALE_16:
             raise StreamFuseError(f"{where}: window {low}:{high} must have 0 <= LOW < HIGH <= "
                                   f"{FULL_SCALE_16}")

@@ -150,6 +150,9 @@ def test_gain_settings_that_cannot_work_are_named():
         Gain.parse([0, 70000], "gain")
     with pytest.raises(ValueError, match=r"'gain': \[1, 2, 3\] is not a gain"):
         SourceConfig(kind="file", path="x.mkv", gain=[1, 2, 3])
+    # YAML turns 10:30 into 630; the message says so rather than leave the user puzzled.
+    with pytest.raises(StreamFuseError, match=r"'630' is not a gain; .*base-60 number: write \[LOW, HIGH\]"):
+        Gain.parse("630", "--set ir.gain")
 
 
 def test_deep_gray_video_formats_are_read_as_counts():
