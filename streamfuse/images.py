@@ -34,7 +34,10 @@ def read_image_counts(path: str | Path, gray: bool = False) -> np.ndarray:
     if image is None:
         raise StreamFuseError(f"{path}: cannot decode the image (corrupt or unsupported format)")
     if image.dtype not in (np.uint8, np.uint16):
-        raise StreamFuseError(f"{path}: unsupported pixel type {image.dtype} (need 8 or 16 bits)")
+        fix = (": a radiometric export of temperatures? save the camera's raw counts as 16-bit "
+               "PNG/TIFF instead" if image.dtype.kind == "f" else "")
+        raise StreamFuseError(f"{path}: unsupported pixel type {image.dtype} (need 8 or 16-bit "
+                              f"integers){fix}")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     if image.ndim == 3 and image.shape[2] == 1:

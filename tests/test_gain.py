@@ -257,3 +257,13 @@ def test_calibration_reads_deep_video_with_the_stream_gain(tmp_path):
     for index, ((time, frame), frame_counts) in enumerate(zip(frames, counts)):
         assert time == pytest.approx(index / 10)
         np.testing.assert_array_equal(frame, reference(frame_counts, index / 10))
+
+
+def test_a_float_image_is_refused_with_what_to_give_instead(tmp_path):
+    temperatures = (20 + real_ir() / 25.0).astype(np.float32)  # degrees C, as radiometric tools export
+    path = tmp_path / "celsius.tiff"
+    assert cv2.imwrite(str(path), temperatures)
+    with pytest.raises(StreamFuseError, match=rf"^{path}: unsupported pixel type float32 \(need 8 or "
+                       r"16-bit integers\): a radiometric export of temperatures\? save the camera's "
+                       r"raw counts as 16-bit PNG/TIFF instead$"):
+        read_image(path, gray=True)
