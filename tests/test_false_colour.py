@@ -4,16 +4,18 @@ in warns once, on real IR frames coloured with OpenCV's palettes and real H.264 
 from __future__ import annotations
 
 import logging
+import threading
 
 import cv2
 import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from pipeline_helpers import decode_video, write_video
+from pipeline_helpers import decode_video, free_tcp_url, write_video
 from streamfuse.cli import main
 from streamfuse.images import is_false_colour
-from streamfuse.pipeline.sources import FolderSource, VideoFileSource
+from streamfuse.pipeline import wire
+from streamfuse.pipeline.sources import CaptureSource, FolderSource, VideoFileSource, ZmqSource
 
 SAMPLES = REPO_ROOT / "samples" / "pairs"
 PALETTES = [cv2.COLORMAP_INFERNO, cv2.COLORMAP_JET, cv2.COLORMAP_HOT, cv2.COLORMAP_TURBO]
@@ -82,3 +84,47 @@ def test_fuse_warns_for_a_palette_ir_image(tmp_path, capsys):
                      "-o", str(tmp_path / f"fused-{ir}")]) == 0
         warning = f"warning: {tmp_path / ir}: the IR frames are in colour (a false-colour palette?)"
         assert (warning in capsys.readouterr().err) == warned
+
+
+def test_a_camera_warns_once_for_palette_ir(tmp_path, caplog):
+    # A video file opened through OpenCV's capture, as a camera URL would be.
+    frames = [cv2.applyColorMap(np.roll(real_ir(), 3 * index, axis=1), cv2.COLORMAP_TURBO) for index in range(4)]
+    camera = write_video(tmp_path / "camera.mp4", [(frames, 10)])
+    source = CaptureSource(str(camera), "ir", threading.Event(), open_timeout_s=10)
+    with caplog.at_level(logging.WARNING, logger="streamfuse.pipeline"):
+        try:
+            images = [source.read().image for _ in frames]
+        finally:
+            source.close()
+    assert all(image.ndim == 2 for image in images)
+    assert len(warnings_of(caplog)) == 1 and warnings_of(caplog)[0].startswith(f"ir camera {camera}: ")
+
+
+def test_a_zmq_source_warns_once_for_palette_ir(caplog):
+    import zmq
+
+    url = free_tcp_url()
+    publisher = zmq.Context.instance().socket(zmq.XPUB)
+    publisher.bind(url)
+    frames = [cv2.applyColorMap(np.roll(real_ir(), index, axis=0), cv2.COLORMAP_JET) for index in range(3)]
+
+    def publish():
+        if publisher.poll(20000):
+            publisher.recv()  # the source has subscribed
+        for index, frame in enumerate(frames):
+            publisher.send_multipart(wire.encode_frame(frame, index, time=index / 10))
+        publisher.send_multipart(wire.end_message(len(frames)))
+
+    source = ZmqSource(url, "ir", threading.Event(), fps=10)
+    thread = threading.Thread(target=publish)
+    thread.start()
+    with caplog.at_level(logging.WARNING, logger="streamfuse.pipeline"):
+        try:
+            images = [source.read().image for _ in frames]
+            assert source.read() is None
+        finally:
+            thread.join()
+            source.close()
+            publisher.close(linger=0)
+    assert all(image.ndim == 2 for image in images)
+    assert len(warnings_of(caplog)) == 1 and warnings_of(caplog)[0].startswith(f"ir source {url}: ")
