@@ -89,12 +89,17 @@ def widen(low: float, high: float, full_scale: int) -> tuple[float, float]:
     return centre - MIN_SPAN / 2.0, centre + MIN_SPAN / 2.0
 
 
-def apply_window(frame: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Counts ``(H, W)`` or ``(H, W, C)`` uint16 -> uint8 ``round((count - low) * 255 / (high -
-    low))`` clipped to 0..255, through a 65,536-entry table (one lookup per pixel)."""
+def window_table(low: float, high: float) -> np.ndarray:
+    """(65536,) uint8: ``round((count - low) * 255 / (high - low))`` clipped to 0..255, for every
+    16-bit count."""
     counts = np.arange(FULL_SCALE_16 + 1, dtype=np.float64)
-    table = np.clip(np.round((counts - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
-    return table[frame]
+    return np.clip(np.round((counts - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
+
+
+def apply_window(frame: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Counts ``(H, W)`` or ``(H, W, C)`` uint16 -> uint8 by :func:`window_table` (one lookup
+    per pixel)."""
+    return window_table(low, high)[frame]
 
 
 class GainControl:
@@ -109,16 +114,20 @@ class GainControl:
         self.full_scale = full_scale
         self.window: tuple[float, float] | None = None
         self._last_time: float | None = None
+        # full and window map every frame alike: one table for the stream, not one per frame.
+        self._fixed_table: np.ndarray | None = None
+        if gain.mode == "full":
+            self._fixed_table = window_table(0.0, float(full_scale))
+        elif gain.mode == "window":
+            self._fixed_table = window_table(float(gain.low), float(gain.high))
 
     def __call__(self, frame: np.ndarray, timestamp: float | None = None) -> np.ndarray:
         if frame.dtype == np.uint8:
             return frame
         if frame.dtype != np.uint16:
             raise StreamFuseError(f"frames must be 8 or 16-bit, got {frame.dtype}")
-        if self.gain.mode == "full":
-            return apply_window(frame, 0.0, float(self.full_scale))
-        if self.gain.mode == "window":
-            return apply_window(frame, float(self.gain.low), float(self.gain.high))
+        if self._fixed_table is not None:
+            return self._fixed_table[frame]
         target = percentile_window(frame)
         self.window = self._follow(target, timestamp)
         return apply_window(frame, *widen(*self.window, self.full_scale))
