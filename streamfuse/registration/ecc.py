@@ -90,6 +90,23 @@ _BASES = {"similarity": _SIMILARITY_BASIS, "affine": _AFFINE_BASIS,
           "homography": _HOMOGRAPHY_BASIS}
 
 
+def _onto_parameters(jacobian: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """(8, N) derivatives by the homography terms -> (P, N) by the model's parameters, i.e.
+    ``basis.T @ jacobian``, exactly: every basis column is +-1 times one or two terms, so the
+    homography's and the affine model's are the leading rows themselves (no copy)."""
+    parameters = basis.shape[1]
+    if np.array_equal(basis, np.eye(8)[:, :parameters]):
+        return jacobian[:parameters]
+    descent = np.zeros((parameters, jacobian.shape[1]))
+    for parameter, column in enumerate(basis.T):
+        for term in np.flatnonzero(column):
+            if column[term] > 0:
+                descent[parameter] += jacobian[term]
+            else:
+                descent[parameter] -= jacobian[term]
+    return descent
+
+
 def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
                      template_mask: np.ndarray | None = None,
                      moving_mask: np.ndarray | None = None, model: str = "homography",
@@ -116,8 +133,6 @@ def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
     channels = template.shape[2]
     template = template.reshape(height, width, channels)
     moving = moving.reshape(moving.shape[0], moving.shape[1], channels)
-    if template_mask is None:
-        template_mask = np.full((height, width), 255, np.uint8)
     if moving_mask is None:
         moving_mask = np.full(moving.shape[:2], 255, np.uint8)
     # Central differences, in moving pixels.
@@ -128,49 +143,73 @@ def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
     # iteration (twice as fast as three).
     moving_and_gradients = np.concatenate(
         [moving, grad_x.reshape(moving.shape), grad_y.reshape(moving.shape)], axis=2)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    sampled = np.zeros((height, width), bool)
+    # Only the sampled grid is resampled: grid cell (i, j) is template pixel
+    # (first + step j, first + step i), so the warp of the grid is warp @ grid_to_template.
     step = 1 if max_samples is None else max(1, int(np.sqrt(height * width / max_samples)))
-    sampled[step // 2::step, step // 2::step] = True
-    template_mask = (template_mask > 0) & sampled
+    first = step // 2
+    grid = (slice(first, None, step), slice(first, None, step))
+    grid_height, grid_width = template[grid].shape[:2]
+    grid_size = (grid_width, grid_height)
+    grid_to_template = np.array([[step, 0, first], [0, step, first], [0, 0, 1.0]])
+    grid_usable = np.ones((grid_height, grid_width), bool) if template_mask is None else \
+        np.asarray(template_mask)[grid] > 0
+    # Channel-major (C, grid pixels) planes: the per-pixel arithmetic below runs along long
+    # rows, which NumPy does several times faster than along a trailing axis of C.
+    grid_template = np.ascontiguousarray(np.moveaxis(template[grid], 2, 0),
+                                         dtype=np.float64).reshape(channels, -1)
+    grid_ys, grid_xs = np.mgrid[0:grid_height, 0:grid_width].astype(np.float64)
+    grid_xs = (grid_xs * step + first).ravel()
+    grid_ys = (grid_ys * step + first).ravel()
     corners = image_corners((width, height))
     warp = normalised(np.asarray(warp, np.float64))
     flags = interpolation | cv2.WARP_INVERSE_MAP
     correlation = 0.0
     for _ in range(iterations):
-        size = (width, height)
-        warped_mask = cv2.warpPerspective(moving_mask, warp, size,
+        grid_warp = warp if step == 1 else warp @ grid_to_template
+        warped_mask = cv2.warpPerspective(moving_mask, grid_warp, grid_size,
                                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
-        use = (warped_mask > 0) & template_mask
-        if use.sum() < 16 * basis.shape[1]:
+        used = np.flatnonzero((warped_mask > 0) & grid_usable)
+        if len(used) < 16 * basis.shape[1]:
             raise cv2.error("ecc_multichannel: too little overlap")
-        resampled = cv2.warpPerspective(moving_and_gradients, warp, size, flags=flags).reshape(
-            height, width, 3 * channels)[use].astype(np.float64)
-        image = resampled[:, :channels]  # (N, C)
-        wx, wy = resampled[:, channels:2 * channels], resampled[:, 2 * channels:]
-        x, y = xs[use], ys[use]
-        target = template[use].astype(np.float64)
+        # np.take of flat indices gathers several times faster than a boolean mask.
+        resampled = cv2.warpPerspective(moving_and_gradients, grid_warp, grid_size, flags=flags)
+        resampled = np.take(resampled.reshape(-1, 3 * channels), used, axis=0)
+        resampled = np.ascontiguousarray(resampled.T, dtype=np.float64)  # (3 C, N)
+        image = resampled[:channels]  # (C, N)
+        wx, wy = resampled[channels:2 * channels], resampled[2 * channels:]
+        x, y = np.take(grid_xs, used), np.take(grid_ys, used)
+        target = np.take(grid_template, used, axis=1)
         image = image - image.mean()
         target -= target.mean()
-        image_norm = np.sqrt(np.einsum("nc,nc->", image, image))
-        target_norm = np.sqrt(np.einsum("nc,nc->", target, target))
+        image_norm = np.sqrt(np.einsum("cn,cn->", image, image))
+        target_norm = np.sqrt(np.einsum("cn,cn->", target, target))
         if image_norm == 0 or target_norm == 0:
             raise cv2.error("ecc_multichannel: a flat image")
-        image_dot_target = np.einsum("nc,nc->", image, target)
+        image_dot_target = np.einsum("cn,cn->", image, target)
         correlation = float(image_dot_target / (image_norm * target_norm))
-        # Steepest-descent images (8, N, C): the moving gradient of each channel through the
-        # homography's Jacobian at each template pixel, then onto the model's P parameters;
-        # every channel's pixels are columns of one (P, N C) matrix for BLAS.
+        # Steepest-descent images (8, C, N): the moving gradient of each channel through the
+        # homography's Jacobian at each template pixel (d(u, v) / d(h00 .. h21)), written into
+        # one preallocated array; every channel's pixels are columns of one (8, C N) matrix
+        # for BLAS.
         denominator = warp[2, 0] * x + warp[2, 1] * y + 1.0
         u = (warp[0, 0] * x + warp[0, 1] * y + warp[0, 2]) / denominator
         v = (warp[1, 0] * x + warp[1, 1] * y + warp[1, 2]) / denominator
-        along_u = wx / denominator[:, None]  # (N, C)
-        along_v = wy / denominator[:, None]
-        along_w = -(along_u * u[:, None] + along_v * v[:, None])
-        x, y = x[:, None], y[:, None]
-        descent = np.stack([along_u * x, along_u * y, along_u, along_v * x, along_v * y,
-                            along_v, along_w * x, along_w * y])
-        descent = basis.T @ descent.reshape(8, -1)  # (P, N C)
+        jacobian = np.empty((8, channels, len(used)))
+        along_u, along_v = jacobian[2], jacobian[5]
+        np.divide(wx, denominator, out=along_u)
+        np.divide(wy, denominator, out=along_v)
+        np.multiply(along_u, u, out=jacobian[6])
+        np.multiply(along_v, v, out=jacobian[7])
+        along_w = np.add(jacobian[6], jacobian[7], out=jacobian[1])
+        np.negative(along_w, out=along_w)
+        np.multiply(along_w, x, out=jacobian[6])
+        np.multiply(along_w, y, out=jacobian[7])
+        np.multiply(along_u, x, out=jacobian[0])
+        np.multiply(along_u, y, out=jacobian[1])  # along_w is used up
+        np.multiply(along_v, x, out=jacobian[3])
+        np.multiply(along_v, y, out=jacobian[4])
+        jacobian = jacobian.reshape(8, -1)
+        descent = _onto_parameters(jacobian, basis)  # (P, C N)
         hessian_inverse = np.linalg.inv(descent @ descent.T)
         image_projection = descent @ image.reshape(-1)
         template_projection = descent @ target.reshape(-1)
@@ -180,9 +219,9 @@ def ecc_multichannel(template: np.ndarray, moving: np.ndarray, warp: np.ndarray,
         if denominator_scale <= 0:
             raise cv2.error("ecc_multichannel: the correlation is not positive")
         error = numerator / denominator_scale * target - image
-        step = basis @ (hessian_inverse @ (descent @ error.reshape(-1)))
+        update = basis @ (hessian_inverse @ (descent @ error.reshape(-1)))
         previous = transform_points(warp, corners)
-        warp = warp + np.append(step, 0.0).reshape(3, 3)
+        warp = warp + np.append(update, 0.0).reshape(3, 3)
         moved = np.abs(transform_points(warp, corners) - previous).max()
         if moved < epsilon:
             break
