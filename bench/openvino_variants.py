@@ -29,6 +29,14 @@ Variants:
   zero points (OpenVINO convolves an input with a zero point 1.4-1.9x slower) than the engine's
   shift (:func:`streamfuse.engines.int8.quantize_convolution`); its price is a 1.6-1.8x
   coarser step on the lopsided maps out of PReLU (about -3 to 12).
+- ``int8_pad_after_quantize``: int8, each shifted convolution's zero border padded after its
+  FakeQuantize (with the shifted zero, ``-low``, a level of ``[0, high - low]``) instead of
+  before the shift, so that the shift and FakeQuantize could join the producer's element-wise
+  pass and the pad move one byte per value instead of two. Same function.
+- ``int8_planes_as_batch``: int8, the fusion layer's activity planes (4 maps x 2 cameras)
+  stacked along the batch axis instead of the channels, and the guided filter's window sums
+  likewise, so that OpenVINO's concatenations and splits of them are free (in place, outermost
+  axis) instead of its reference kernels' strided copies. Same function.
 """
 
 from __future__ import annotations
@@ -51,8 +59,11 @@ sys.path.insert(0, str(REPO_ROOT))
 from streamfuse.bench import machine_description  # noqa: E402
 from streamfuse.checkpoint import load_checkpoint  # noqa: E402
 from streamfuse.engines import build_fuser  # noqa: E402
+import streamfuse.engines.int8 as int8  # noqa: E402
+import streamfuse.fusion as fusion  # noqa: E402
 from streamfuse.engines.int8 import (calibration_pairs, input_ranges,  # noqa: E402
                                      quantize_wide_convolutions)
+from streamfuse.filters import box_filter  # noqa: E402
 from streamfuse.engines.openvino_engine import export_program  # noqa: E402
 from streamfuse.engines.optimize import rewrite_for_graph_compiler  # noqa: E402
 from streamfuse.fuser import DEFAULT_WEIGHTS, FusionNet  # noqa: E402
@@ -97,6 +108,74 @@ class EncoderAsOneBatch(nn.Module):
         ir_features = tuple(x[:batch] for x in features)
         vis_features = tuple(x[batch:] for x in features)
         return self.decoder(Features(*self.fusion(ir_features, vis_features)))
+
+
+def shift_input_padding_after(node, low: float, high: float, weights, rounded: np.ndarray) -> None:
+    """``int8._shift_input_to_zero`` with the zero border padded after the FakeQuantize, with
+    the shifted zero ``-low`` (on a level of ``[0, high - low]``), not before the shift."""
+    import openvino.opset13 as ops
+
+    attributes = node.get_attributes()
+    pads_begin, pads_end = list(attributes["pads_begin"]), list(attributes["pads_end"])
+    shifted = ops.subtract(node.input(0).get_source_output(), ops.constant(np.float32(low)))
+    source = int8.fake_quantize(shifted.output(0), 0.0, high - low, int8.ACTIVATION_LEVELS)
+    if any(pads_begin + pads_end):
+        source = ops.pad(source, np.array([0, 0, *pads_begin], np.int64),
+                         np.array([0, 0, *pads_end], np.int64), "constant",
+                         np.float32(-low)).output(0)
+    convolution = ops.convolution(source, weights, attributes["strides"], [0, 0], [0, 0],
+                                  attributes["dilations"])
+    convolution.set_friendly_name(node.get_friendly_name())
+    shift_back = low * rounded.reshape(rounded.shape[0], -1).sum(axis=1)
+    output = ops.add(convolution, ops.constant(shift_back.astype(np.float32).reshape(1, -1, 1, 1)))
+    for target in list(node.output(0).get_target_inputs()):
+        target.replace_source_output(output.output(0))
+
+
+def quantize_padding_after(model, ranges: list[tuple[float, float]]):
+    """``quantize_wide_convolutions`` with :func:`shift_input_padding_after`."""
+    shipped = int8._shift_input_to_zero
+    int8._shift_input_to_zero = shift_input_padding_after
+    try:
+        return quantize_wide_convolutions(model, ranges)
+    finally:
+        int8._shift_input_to_zero = shipped
+
+
+def _guided_filter_planes(guide: torch.Tensor, src: torch.Tensor, radius: int,
+                          eps: float) -> torch.Tensor:
+    """``guided_filter`` for (N, 1, H, W) planes, its window sums stacked along the batch."""
+    planes = guide.shape[0]
+    mean_guide, mean_src, mean_guide_sq, mean_guide_src = box_filter(
+        torch.cat([guide, src, guide * guide, guide * src]), radius).split(planes)
+    var_guide = (mean_guide_sq - mean_guide * mean_guide).clamp_min(0)
+    slope = (mean_guide_src - mean_guide * mean_src) / (var_guide + eps)
+    offset = mean_src - slope * mean_guide
+    mean_slope, mean_offset = box_filter(torch.cat([slope, offset]), radius).split(planes)
+    return mean_slope * guide + mean_offset
+
+
+class PlanesAsBatch(nn.Module):
+    """The fusion layer (rule ``saliency+cam`` on all four maps) with its activity planes
+    stacked along the batch axis: (K B, 1, H, W), map-major, instead of (B, K, H, W)."""
+
+    def __init__(self, layer: fusion.FusionLayer):
+        super().__init__()
+        self.config = layer.config
+
+    def forward(self, ir_features, vis_features):
+        config, batch = self.config, ir_features[0].shape[0]
+        activity = torch.cat([fusion.l1_activity(x) for x in (*ir_features, *vis_features)])
+        levels = fusion.quantize_activity(activity)
+        saliency_ir, saliency_vis = fusion.saliency_map(levels, activity.dtype).chunk(2)
+        raw_ir = fusion._share(saliency_ir, saliency_vis, config.eps)
+        guide = levels.to(activity.dtype) / (fusion.SALIENCY_LEVELS - 1)
+        refined_ir, refined_vis = _guided_filter_planes(
+            guide, torch.cat([raw_ir, 1 - raw_ir]), config.guided_radius,
+            config.guided_eps).clamp_min(0).chunk(2)
+        weights = fusion._share(refined_ir, refined_vis, config.eps).split(batch)
+        return tuple(fusion.fuse_maps(ir, vis, config, weight)
+                     for ir, vis, weight in zip(ir_features, vis_features, weights))
 
 
 def symmetric(ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -166,6 +245,11 @@ def main() -> None:
     def shipped_net() -> FusionNet:
         return rewrite_for_graph_compiler(FusionNet(fold_model(model), RULE).eval())
 
+    def planes_as_batch_net() -> FusionNet:
+        net = shipped_net()
+        net.fusion = PlanesAsBatch(net.fusion)
+        return net
+
     def one_conv_net() -> FusionNet:
         net = shipped_net()
         net.encoder = BaseDetailAsOneConv(net.encoder)
@@ -175,25 +259,28 @@ def main() -> None:
 
     ranges = input_ranges(ov.Core(), converted_model(shipped_net(), static=False),
                           calibration_pairs())
-    # name -> (network, int8 ranges or None, extra OpenVINO properties)
+    # name -> (network, int8 ranges or None, extra OpenVINO properties, int8 quantizer)
     recipes = {
-        "shipped": (shipped_net, None, {}),
-        "base_detail_as_one_conv": (one_conv_net, None, {}),
-        "encoder_as_one_batch": (lambda: EncoderAsOneBatch(shipped_net()), None, {}),
-        "denormals_flushed": (shipped_net, None, {"CPU_DENORMALS_OPTIMIZATION": True}),
-        "tbb_auto_partitioner": (shipped_net, None, {"TBB_PARTITIONER": "AUTO"}),
-        "int8_convolutions": (shipped_net, ranges, {}),
-        "int8_symmetric": (shipped_net, symmetric(ranges), {}),
+        "shipped": (shipped_net, None, {}, None),
+        "base_detail_as_one_conv": (one_conv_net, None, {}, None),
+        "encoder_as_one_batch": (lambda: EncoderAsOneBatch(shipped_net()), None, {}, None),
+        "denormals_flushed": (shipped_net, None, {"CPU_DENORMALS_OPTIMIZATION": True}, None),
+        "tbb_auto_partitioner": (shipped_net, None, {"TBB_PARTITIONER": "AUTO"}, None),
+        "int8_convolutions": (shipped_net, ranges, {}, None),
+        "int8_symmetric": (shipped_net, symmetric(ranges), {}, None),
+        "int8_pad_after_quantize": (shipped_net, ranges, {}, quantize_padding_after),
+        "int8_planes_as_batch": (planes_as_batch_net, ranges, {}, None),
     }
     if args.variants:
         wanted = {"shipped", *args.variants.split(",")}
         recipes = {name: recipe for name, recipe in recipes.items() if name in wanted}
 
-    def build(name: str, static: bool):
-        network, int8_ranges, properties = recipes[name]
+    def build(name: str, static: bool, **more_properties):
+        network, int8_ranges, properties, quantizer = recipes[name]
+        properties = {**properties, **more_properties}
         converted = converted_model(network(), static)
         if int8_ranges is not None:
-            quantize_wide_convolutions(converted, int8_ranges)
+            (quantizer or quantize_wide_convolutions)(converted, int8_ranges)
         return compiled(converted, args.threads, **properties)
 
     judged = {name: load_pairs(args.data / name, args.accuracy_pairs)
@@ -224,15 +311,37 @@ def main() -> None:
             started = time.perf_counter()
             request(pair)
             seconds[name].append(time.perf_counter() - started)
+    del variants
+    # Where the time goes (OpenVINO's per-node counters, a separate compile: counting costs a
+    # little): milliseconds per node type and kernel, median of 3 calls after one.
+    node_times = {}
+    for name in recipes:
+        request = build(name, static=True, PERF_COUNT=True).create_infer_request()
+        calls = []
+        for call in range(4):
+            request.infer(pair)
+            if call:
+                totals: dict[str, float] = {}
+                for node in request.profiling_info:
+                    key = f"{node.node_type} {node.exec_type}"
+                    totals[key] = totals.get(key, 0.0) + node.real_time.total_seconds() * 1000
+                calls.append(totals)
+        node_times[name] = {key: round(float(np.median([c.get(key, 0.0) for c in calls])), 2)
+                            for key in sorted(calls[0], key=lambda k: -calls[0][k])
+                            if calls[0][key] >= 0.5}
     shipped = np.asarray(seconds["shipped"])
     rows = {}
-    for name in variants:
+    for name in recipes:
         per_pair = accuracy[name].values()
         rows[name] = {
             "median_ms": round(float(np.median(seconds[name])) * 1000, 1),
             "speed_vs_shipped_median_of_rounds": round(float(np.median(
                 shipped / np.asarray(seconds[name]))), 3),
             "ms_per_round": [round(value * 1000) for value in seconds[name]],
+            "ms_by_node_type": node_times[name],
+            **({"speed_vs_int8_convolutions_median_of_rounds": round(float(np.median(
+                np.asarray(seconds["int8_convolutions"]) / np.asarray(seconds[name]))), 3)}
+               if name.startswith("int8_") and "int8_convolutions" in seconds else {}),
             "gray_levels_vs_fp32_eager": {
                 "mean_of_means": round(float(np.mean([row["mean"] for row in per_pair])), 3),
                 "worst_mean": max(row["mean"] for row in per_pair),
