@@ -1,18 +1,20 @@
 """Would settling `--auto`'s fine ends at a 1 px feature blur, after the 2 px one, help? A/B.
 
-    python bench/settle_blur_ab.py [--right 15] [--workers 2]
+    python bench/settle_blur_ab.py [--right 15 | --all] [--variants shipped,...] [--workers 2]
                                    [--out bench/results/settle-blur-ab.json]
 
 Each fine end of `--auto` is settled by ECC at full resolution on orientation features blurred
 2 px (``score_sigma``). Session 10 ran the whole accuracy bench with 1 px everywhere (scores and
 floors included) and saw gains and losses. This variant keeps every score, floor and check at
-2 px and only settles each end once more on features blurred 1 px, nearer the sharper optimum.
+2 px and only settles each end once more on features blurred 1 px, nearer the sharper optimum
+(``settle_2_then_1px``). ``refine_written_1px`` leaves `--auto` as it is, decisions included,
+and settles only the fit it would write once more at 1 px (the reference likewise).
 
 On the IR-vs-visible runs of bench/calibration_accuracy.py (same pairs, same synthetic warps,
 same reference: the best fit on the unwarped pair composed with the warp, itself computed by
 the variant under test), it runs the shipped estimator and the variant on every pair the latest
 bench run (``bench/results/calibration_auto.json``) refused or got more than 3 px wrong, and on
-``--right`` pairs it got right (drawn with a fixed seed). Per pair and variant it records the
+``--right`` pairs it got right (drawn with a fixed seed), or with ``--all`` on all of them. Per pair and variant it records the
 error, whether the run was refused and why, and the evidence the refusal checks read.
 """
 
@@ -49,6 +51,14 @@ def fine_end_settled_finer(ir_frame, vis_frame, ir_valid, settings, start_and_sc
             homography)
 
 
+def refined_finer(ir_frame, vis_frame, homography, ir_valid=None):
+    """``homography`` settled once more on features blurred ``FINER_SIGMA``."""
+    if ir_valid is None:
+        ir_valid = np.full(ir_frame.shape, 255, np.uint8)
+    return auto.settled(ir_frame, vis_frame, homography, ir_valid, auto.AutoSettings(),
+                        sigma=FINER_SIGMA)
+
+
 def measure(job: tuple[str, str, int, np.ndarray]) -> dict:
     """One variant on one warped pair (runs in a worker process)."""
     variant, set_name, index, warp = job
@@ -64,6 +74,10 @@ def measure(job: tuple[str, str, int, np.ndarray]) -> dict:
         refusal = None
     except Exception as error:  # noqa: BLE001 - a refusal is a measured outcome here
         refusal = str(error)
+    if variant == "refine_written_1px":
+        reference = refined_finer(ir, vis, reference)
+        if refusal is None:
+            result.homography = refined_finer(moved, vis, result.homography, valid)
     return {"variant": variant, "set": set_name, "index": index, "refused": refusal is not None,
             "refusal": refusal,
             "vs_unwarped_fit_px": round(corner_error(result.homography,
@@ -86,6 +100,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--right", type=int, default=15,
                         help="pairs the latest bench run got right, besides all it did not")
+    parser.add_argument("--all", action="store_true", help="every pair of the latest bench run")
+    parser.add_argument("--variants", default="shipped,settle_2_then_1px",
+                        help="comma list of shipped, settle_2_then_1px, refine_written_1px")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/settle-blur-ab.json")
     args = parser.parse_args()
@@ -96,15 +113,18 @@ def main() -> None:
              if (row["set"], row["index"]) not in missed]
     drawn = np.random.default_rng(5).choice(len(right), args.right, replace=False)
     chosen = set(missed) | {right[i] for i in drawn}
+    if args.all:
+        chosen = set(missed) | set(right)
     pairs = len(latest["per_pair"]) // len(bench.SETS)
     warps = [job for job in bench.pair_jobs(np.random.default_rng(2024), pairs)
              if (job[0], job[1]) in chosen]
-    variants = ("shipped", "settle_2_then_1px")
+    variants = tuple(args.variants.split(","))
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         rows = pool.map(measure, [(variant, *job) for job in warps for variant in variants],
                         chunksize=1)
     result = {"what": __doc__.splitlines()[0], "pairs": len(warps),
-              "chosen": f"the {len(missed)} runs calibration_auto.json refused or got > 3 px "
+              "chosen": "all pairs of calibration_auto.json" if args.all else
+                        f"the {len(missed)} runs calibration_auto.json refused or got > 3 px "
                         f"wrong, and {args.right} it got right (seed 5)",
               "tally": {variant: tally([row for row in rows if row["variant"] == variant])
                         for variant in variants},
