@@ -14,8 +14,9 @@ On the IR-vs-visible runs of bench/calibration_accuracy.py (same pairs, same syn
 same reference: the best fit on the unwarped pair composed with the warp, itself computed by
 the variant under test), it runs the shipped estimator and the variant on every pair the latest
 bench run (``bench/results/calibration_auto.json``) refused or got more than 3 px wrong, and on
-``--right`` pairs it got right (drawn with a fixed seed), or with ``--all`` on all of them. Per pair and variant it records the
-error, whether the run was refused and why, and the evidence the refusal checks read.
+``--right`` pairs it got right (drawn with a fixed seed), or with ``--all`` on all of them. Per
+pair and variant it records the error, whether the run was refused and why, and the evidence
+the refusal checks read.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from streamfuse.registration.geometry import corner_error  # noqa: E402
 
 SHIPPED_FINE_END = auto.fine_end
 FINER_SIGMA = 1.0
+VARIANTS = ("shipped", "settle_2_then_1px", "refine_written_1px")
 
 
 def fine_end_settled_finer(ir_frame, vis_frame, ir_valid, settings, start_and_schedule):
@@ -102,7 +104,7 @@ def main() -> None:
                         help="pairs the latest bench run got right, besides all it did not")
     parser.add_argument("--all", action="store_true", help="every pair of the latest bench run")
     parser.add_argument("--variants", default="shipped,settle_2_then_1px",
-                        help="comma list of shipped, settle_2_then_1px, refine_written_1px")
+                        help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/settle-blur-ab.json")
     args = parser.parse_args()
@@ -119,6 +121,10 @@ def main() -> None:
     warps = [job for job in bench.pair_jobs(np.random.default_rng(2024), pairs)
              if (job[0], job[1]) in chosen]
     variants = tuple(args.variants.split(","))
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        sys.exit(f"settle_blur_ab: unknown variant(s) {', '.join(unknown)}; "
+                 f"use {', '.join(VARIANTS)}")
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         rows = pool.map(measure, [(variant, *job) for job in warps for variant in variants],
                         chunksize=1)
