@@ -76,8 +76,12 @@ class AutoSettings:
     blur_sigma: float = 1.0  # smoothing before the gradient, in pixels of each pyramid level
     score_sigma: float = 2.0  # the same at full resolution for the scores and the last level
     # (fine noise, e.g. of a night-time visible camera, would otherwise dominate the gradients)
-    search_scale: float = 0.1  # the coarse search tries scales 1 +- this,
-    search_scale_steps: int = 11
+    # The coarse search tries scales from 1 / search_scale_ratio to search_scale_ratio, this
+    # ratio apart (a geometric grid): the IR camera's field of view may be up to 1.6 times
+    # narrower or wider than the visible one's. Scales 0.9-1.1 (until session 29) lost
+    # nearly every pair at 0.7 or 1.4.
+    search_scale_ratio: float = 1.6
+    search_scale_step: float = 1.02
     search_rotation_deg: float = 6.0  # rotations up to +- this,
     search_rotation_steps: int = 9
     search_shift: float = 0.12  # and shifts up to this fraction of the frame width
@@ -413,8 +417,9 @@ def search_similarity(template: np.ndarray, moving: np.ndarray, moving_mask: np.
         return []
     masked = moving * (moving_mask > 0)[..., None]
     hits = []
-    for scale in np.linspace(1 - settings.search_scale, 1 + settings.search_scale,
-                             settings.search_scale_steps):
+    steps = int(np.ceil(np.log(settings.search_scale_ratio) / np.log(settings.search_scale_step)))
+    for scale in np.geomspace(1 / settings.search_scale_ratio, settings.search_scale_ratio,
+                              2 * steps + 1):
         for angle in np.deg2rad(np.linspace(-settings.search_rotation_deg,
                                             settings.search_rotation_deg,
                                             settings.search_rotation_steps)):
