@@ -19,7 +19,9 @@ from streamfuse.cli import main
 from streamfuse.errors import StreamFuseError
 from streamfuse.registration import auto, ecc
 from streamfuse.registration.check import gradient_correlation
-from streamfuse.registration.geometry import corner_error, random_homography, transform_points
+from streamfuse.registration.geometry import (
+    corner_error, pixel_scaling, random_homography, square_pixel_scaling, transform_points,
+)
 from streamfuse.registration.tasks import TaskPool
 
 
@@ -543,6 +545,38 @@ def test_auto_aligns_cameras_of_another_field_of_view(ir_view_vs_visible):
     # carried into the two views.
     reference = vis_map @ own_fit(full_ir, full_vis) @ np.linalg.inv(ir_map)
     assert corner_error(result.homography, reference, (ir.shape[1], ir.shape[0])) <= 3.0
+
+
+def test_square_pixel_scaling_keeps_the_pixel_shape_and_the_centre():
+    ir_size, vis_size = (320, 256), (480, 270)
+    scaling = square_pixel_scaling(ir_size, vis_size)
+    centre, right, down = transform_points(scaling, np.array(
+        [[159.5, 127.5], [160.5, 127.5], [159.5, 128.5]]))
+    np.testing.assert_allclose(centre, [239.5, 134.5], atol=1e-9)
+    np.testing.assert_allclose(right - centre, [np.sqrt(1.5 * 270 / 256), 0], atol=1e-9)
+    np.testing.assert_allclose(down - centre, [0, np.sqrt(1.5 * 270 / 256)], atol=1e-9)
+    # Frames of one shape: the same map as resizing one onto the other.
+    np.testing.assert_allclose(square_pixel_scaling((320, 256), (640, 512)),
+                               pixel_scaling((320, 256), (640, 512)), atol=1e-12)
+
+
+def test_auto_aligns_frames_of_another_shape():
+    # A 5:4 IR camera (320x256) seeing 0.6 of the width of a 16:9 visible one (480x270), both
+    # with square pixels: stretched over the visible frame, the IR frame is 1.42 times wider
+    # against its height than the scene it shows, and searched about that start only, this
+    # pair was refused. The search also runs about a start with square pixels.
+    sys.path.insert(0, str(REPO_ROOT))
+    from bench.calibration_aspect import IR_SIZE, VIS_SIZE, cut, view_boxes
+    from bench.calibration_fov import overlap_error, own_fit
+
+    full_ir, full_vis = read_pair("flir-test", 0)
+    ir_box, vis_box = view_boxes((full_ir.shape[1], full_ir.shape[0]), 0.6)
+    ir, ir_map = cut(full_ir, ir_box, IR_SIZE)
+    vis, vis_map = cut(full_vis, vis_box, VIS_SIZE)
+    result = auto.register_frames([ir], [vis])
+    auto.check_reliable(result)
+    reference = vis_map @ own_fit(full_ir, full_vis) @ np.linalg.inv(ir_map)
+    assert overlap_error(result.homography, reference, IR_SIZE, VIS_SIZE) <= 3.0
 
 
 def _unwarped_fit(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ from streamfuse.registration.ecc import (
     content_mask, ecc_multichannel, orientation_features, resize_area,
 )
 from streamfuse.registration.geometry import (
-    corner_error, normalised, pixel_scaling, transform_points,
+    corner_error, normalised, pixel_scaling, square_pixel_scaling, transform_points,
 )
 from streamfuse.registration.tasks import TaskMap, TaskPool, in_this_process
 
@@ -82,6 +82,11 @@ class AutoSettings:
     # nearly every pair at 0.7 or 1.4.
     search_scale_ratio: float = 1.6
     search_scale_step: float = 1.02
+    # Frames whose aspect ratios differ by more than this ratio (a 5:4 thermal camera beside a
+    # 16:9 visible one) are also searched about a fit with square pixels on both sides: the
+    # search adds only equal scales to the start, and stretching one frame over the other
+    # leaves unequal ones (bench/calibration_aspect.py: 40 of 60 such runs right, 23 without).
+    square_pixel_aspect_ratio: float = 1.02
     search_rotation_deg: float = 6.0  # rotations up to +- this,
     search_rotation_steps: int = 9
     search_shift: float = 0.12  # and shifts up to this fraction of the frame width
@@ -270,20 +275,27 @@ def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.n
                       ir_valid: np.ndarray, settings: AutoSettings,
                       map_tasks: TaskMap = in_this_process
                       ) -> list[tuple[np.ndarray, float]]:
-    """Search, then similarity ECC at small widths from the start and from each of the
-    ``search_candidates`` best search hits, and an affine pass at the last coarse level from
-    each distinct end: [(IR->visible homography, correlation at the last coarse level)], best
+    """Search about the start (and about ``square_pixel_scaling`` too when the frames' shapes
+    differ, see ``square_pixel_aspect_ratio``), then similarity ECC at small widths from each of
+    those and from the ``search_candidates`` best search hits about each, and an affine pass at
+    the last coarse level from each distinct end: [(IR->visible homography, correlation at the last coarse level)], best
     first. Where the scene pins the alignment, they all end at one place. ``map_tasks`` runs
     the starts (see ``TaskPool``)."""
     levels = [_level(ir_frame, vis_frame, ir_valid, width, settings.blur_sigma, pad=True)
               for width in _widths(settings.coarsest_width, settings.coarse_finest_width)]
-    starts = [initial] + [_from_level(warp, levels[0]) for warp in
-                          search_similarity(levels[0].template, levels[0].moving,
-                                            levels[0].moving_mask,
-                                            _to_level(initial, levels[0]), settings)]
+    ir_size = (ir_frame.shape[1], ir_frame.shape[0])
+    vis_size = (vis_frame.shape[1], vis_frame.shape[0])
+    searched_about = [initial]
+    aspect_change = (vis_size[0] / vis_size[1]) / (ir_size[0] / ir_size[1])
+    if max(aspect_change, 1 / aspect_change) > settings.square_pixel_aspect_ratio:
+        searched_about.append(square_pixel_scaling(ir_size, vis_size))
+    starts = searched_about + [
+        _from_level(warp, levels[0]) for about in searched_about
+        for warp in search_similarity(levels[0].template, levels[0].moving,
+                                      levels[0].moving_mask, _to_level(about, levels[0]),
+                                      settings)]
     refined = map_tasks(partial(_similarity_through, levels, settings), starts)
     # Starts that ended at one place are one candidate (mean corner distance below a pixel).
-    ir_size = (ir_frame.shape[1], ir_frame.shape[0])
     distinct: list[np.ndarray] = []
     for homography, _ in sorted(refined, key=lambda candidate: -candidate[1]):
         if all(corner_error(homography, kept, ir_size) > 1.0 for kept in distinct):

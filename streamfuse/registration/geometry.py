@@ -31,6 +31,16 @@ def pixel_scaling(from_size: tuple[int, int], to_size: tuple[int, int]) -> np.nd
     return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
 
 
+def square_pixel_scaling(from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """(3, 3) map from pixel coordinates of an image of ``from_size`` onto one of ``to_size``
+    with the same scale in both directions (the geometric mean of the two), centre on centre:
+    two cameras with square pixels whose frames differ in shape."""
+    scale = np.sqrt(to_size[0] / from_size[0] * to_size[1] / from_size[1])
+    return np.array([[scale, 0, (to_size[0] - 1) / 2 - scale * (from_size[0] - 1) / 2],
+                     [0, scale, (to_size[1] - 1) / 2 - scale * (from_size[1] - 1) / 2],
+                     [0, 0, 1.0]])
+
+
 def normalised(homography: np.ndarray) -> np.ndarray:
     """The homography scaled so that its bottom-right entry is 1."""
     return homography / homography[2, 2]
