@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import multiprocessing
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -34,8 +31,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import calibration_accuracy as bench  # noqa: E402
-from calibration_fov import RIGHT_PX, own_fit, overlap_error, tally  # noqa: E402
-from streamfuse.registration import auto  # noqa: E402
+from calibration_fov import RIGHT_PX, own_fit, run_and_report, scored_run  # noqa: E402
 from streamfuse.registration.geometry import pixel_scaling  # noqa: E402
 
 VIS_SIZE = (480, 270)
@@ -84,21 +80,9 @@ def measure(job: tuple[str, int, tuple[float, ...]]) -> list[dict]:
         vis_view, vis_map = cut(vis, vis_box, VIS_SIZE)
         reference = vis_map @ fit @ np.linalg.inv(ir_map)
         for search, settings in SEARCHES.items():
-            started = time.perf_counter()
-            result = auto.register_frames([ir_view], [vis_view], settings=settings)
-            seconds = time.perf_counter() - started
-            try:
-                auto.check_reliable(result, settings)
-                refusal = None
-            except Exception as error:  # noqa: BLE001 - a refusal is a measured outcome here
-                refusal = str(error)
             rows.append({"set": set_name, "index": index, "ir_width": ir_width,
                          "search": search, "ir_box": list(ir_box), "vis_box": list(vis_box),
-                         "overlap_error_px": round(overlap_error(
-                             result.homography, reference, IR_SIZE, VIS_SIZE), 3),
-                         "refused": refusal is not None, "refusal": refusal,
-                         "confidence": round(result.confidence, 4),
-                         "seconds": round(seconds, 2)})
+                         **scored_run(ir_view, vis_view, reference, settings)})
     return rows
 
 
@@ -112,25 +96,8 @@ def main() -> None:
                         default=REPO_ROOT / "bench/results/calibration-aspect.json")
     args = parser.parse_args()
     ir_widths = tuple(float(width) for width in args.widths.split(","))
-    started = time.perf_counter()
-    jobs = [(set_name, index, ir_widths) for set_name in bench.SETS
-            for index in range(args.pairs)]
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        rows = [row for pair_rows in pool.imap(measure, jobs) for row in pair_rows]
-    result = {"what": __doc__.splitlines()[0], "pairs": len(jobs), "right_px": RIGHT_PX,
-              "tally": {search: {str(width): tally([row for row in rows
-                                                    if row["search"] == search
-                                                    and row["ir_width"] == width])
-                                 for width in ir_widths} for search in SEARCHES},
-              "per_run": rows, "seconds": round(time.perf_counter() - started, 1)}
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    for search, by_width in result["tally"].items():
-        for width, counts in by_width.items():
-            print(f"{search:12s} IR width x{width:4s}: right {counts['right']:2d}, refused "
-                  f"{counts['refused']:2d}, wrong {len(counts['wrong_files'])} of "
-                  f"{counts['runs']} (median written error {counts['median_error_written_px']} "
-                  f"px, {counts['median_seconds']} s)")
-    print(f"wrote {args.out}")
+    run_and_report(measure, args.pairs, ir_widths, "ir_width", SEARCHES, args.workers, args.out,
+                   {"what": __doc__.splitlines()[0], "right_px": RIGHT_PX})
 
 
 if __name__ == "__main__":

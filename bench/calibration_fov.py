@@ -107,6 +107,26 @@ def own_fit(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     return np.linalg.inv(to_small) @ fit @ to_small
 
 
+def scored_run(ir_view: np.ndarray, vis_view: np.ndarray, reference: np.ndarray,
+               settings: auto.AutoSettings) -> dict:
+    """`--auto` on one pair of views: its errors against ``reference``, whether it was refused
+    and why, its confidence and time."""
+    started = time.perf_counter()
+    result = auto.register_frames([ir_view], [vis_view], settings=settings)
+    seconds = time.perf_counter() - started
+    try:
+        auto.check_reliable(result, settings)
+        refusal = None
+    except Exception as error:  # noqa: BLE001 - a refusal is a measured outcome here
+        refusal = str(error)
+    ir_size = (ir_view.shape[1], ir_view.shape[0])
+    return {"overlap_error_px": round(overlap_error(result.homography, reference, ir_size,
+                                                    (vis_view.shape[1], vis_view.shape[0])), 3),
+            "error_px": round(corner_error(result.homography, reference, ir_size), 3),
+            "refused": refusal is not None, "refusal": refusal,
+            "confidence": round(result.confidence, 4), "seconds": round(seconds, 2)}
+
+
 def measure(job: tuple[str, int, tuple[float, ...]]) -> list[dict]:
     """Every ratio and search on one source pair (runs in a worker process)."""
     set_name, index, ratios = job
@@ -118,24 +138,8 @@ def measure(job: tuple[str, int, tuple[float, ...]]) -> list[dict]:
         ir_view, vis_view, ir_map, vis_map = camera_pair(ir, vis, ratio)
         reference = vis_map @ fit @ np.linalg.inv(ir_map)
         for search, settings in SEARCHES.items():
-            started = time.perf_counter()
-            result = auto.register_frames([ir_view], [vis_view], settings=settings)
-            seconds = time.perf_counter() - started
-            try:
-                auto.check_reliable(result, settings)
-                refusal = None
-            except Exception as error:  # noqa: BLE001 - a refusal is a measured outcome here
-                refusal = str(error)
-            ir_size = (ir_view.shape[1], ir_view.shape[0])
             rows.append({"set": set_name, "index": index, "ratio": ratio, "search": search,
-                         "overlap_error_px": round(overlap_error(
-                             result.homography, reference, ir_size,
-                             (vis_view.shape[1], vis_view.shape[0])), 3),
-                         "error_px": round(corner_error(result.homography, reference, ir_size),
-                                           3),
-                         "refused": refusal is not None, "refusal": refusal,
-                         "confidence": round(result.confidence, 4),
-                         "seconds": round(seconds, 2)})
+                         **scored_run(ir_view, vis_view, reference, settings)})
     return rows
 
 
@@ -161,23 +165,32 @@ def main() -> None:
                         default=REPO_ROOT / "bench/results/calibration-fov.json")
     args = parser.parse_args()
     ratios = tuple(float(ratio) for ratio in args.ratios.split(","))
+    run_and_report(measure, args.pairs, ratios, "ratio", SEARCHES, args.workers, args.out,
+                   {"what": __doc__.splitlines()[0], "width": WIDTH})
+
+
+def run_and_report(measure_pair, pairs: int, values: tuple[float, ...], key: str,
+                   searches: dict, workers: int, out: Path, header: dict) -> None:
+    """``measure_pair`` on the first ``pairs`` pairs of each set with ``values`` in worker
+    processes, the rows tallied by search and by ``key``; writes ``header`` with the tallies and
+    rows to ``out`` and prints the tallies."""
     started = time.perf_counter()
-    jobs = [(set_name, index, ratios) for set_name in bench.SETS for index in range(args.pairs)]
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        rows = [row for pair_rows in pool.imap(measure, jobs) for row in pair_rows]
-    result = {"what": __doc__.splitlines()[0], "pairs": len(jobs), "width": WIDTH,
-              "tally": {search: {str(ratio): tally([row for row in rows if row["search"] == search
-                                                    and row["ratio"] == ratio])
-                                 for ratio in ratios} for search in SEARCHES},
+    jobs = [(set_name, index, values) for set_name in bench.SETS for index in range(pairs)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        rows = [row for pair_rows in pool.imap(measure_pair, jobs) for row in pair_rows]
+    result = {**header, "pairs": len(jobs),
+              "tally": {search: {str(value): tally([row for row in rows if row["search"] == search
+                                                    and row[key] == value])
+                                 for value in values} for search in searches},
               "per_run": rows, "seconds": round(time.perf_counter() - started, 1)}
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    for search, by_ratio in result["tally"].items():
-        for ratio, counts in by_ratio.items():
-            print(f"{search:8s} view x{ratio:5s}: right {counts['right']:2d}, refused "
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    for search, by_value in result["tally"].items():
+        for value, counts in by_value.items():
+            print(f"{search:12s} {key} {value:5s}: right {counts['right']:2d}, refused "
                   f"{counts['refused']:2d}, wrong {len(counts['wrong_files'])} of "
                   f"{counts['runs']} (median written error {counts['median_error_written_px']} "
                   f"px, {counts['median_seconds']} s)")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
