@@ -278,9 +278,9 @@ def coarse_candidates(ir_frame: np.ndarray, vis_frame: np.ndarray, initial: np.n
     """Search about the start (and about ``square_pixel_scaling`` too when the frames' shapes
     differ, see ``square_pixel_aspect_ratio``), then similarity ECC at small widths from each of
     those and from the ``search_candidates`` best search hits about each, and an affine pass at
-    the last coarse level from each distinct end: [(IR->visible homography, correlation at the last coarse level)], best
-    first. Where the scene pins the alignment, they all end at one place. ``map_tasks`` runs
-    the starts (see ``TaskPool``)."""
+    the last coarse level from each distinct end: [(IR->visible homography, correlation at the
+    last coarse level)], best first. Where the scene pins the alignment, they all end at one
+    place. ``map_tasks`` runs the starts (see ``TaskPool``)."""
     levels = [_level(ir_frame, vis_frame, ir_valid, width, settings.blur_sigma, pad=True)
               for width in _widths(settings.coarsest_width, settings.coarse_finest_width)]
     ir_size = (ir_frame.shape[1], ir_frame.shape[0])
