@@ -17,8 +17,8 @@ the visible view's pixels are r times finer than the whole image's. Right: writt
 3 px; wrong: written and further off.
 
 Each run is made twice: with the shipped coarse search (scales 1/1.6-1.6) and with the search
-of session 28 and before (``--before``'s grid: 11 scales 1/1.1-1.1, within 0.01 of the linear
-0.9-1.1 it had).
+of session 28 and before (``before`` in the results: 11 scales 1/1.1-1.1, within 0.01 of the
+linear 0.9-1.1 it had).
 """
 
 from __future__ import annotations
