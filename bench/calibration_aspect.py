@@ -31,8 +31,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import calibration_accuracy as bench  # noqa: E402
-from calibration_fov import RIGHT_PX, own_fit, run_and_report, scored_run  # noqa: E402
-from streamfuse.registration.geometry import pixel_scaling  # noqa: E402
+from calibration_fov import RIGHT_PX, cut, own_fit, run_and_report, scored_run  # noqa: E402
 
 VIS_SIZE = (480, 270)
 IR_SIZE = (320, 256)
@@ -40,17 +39,6 @@ IR_OFFSET = (5, -4)
 SEARCHES = {"shipped": bench.NO_RESIDUAL,
             "stretch_only": dataclasses.replace(bench.NO_RESIDUAL,
                                                 square_pixel_aspect_ratio=float("inf"))}
-
-
-def cut(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]
-        ) -> tuple[np.ndarray, np.ndarray]:
-    """The (left, top, width, height) ``box`` of ``image`` resized to ``size``, and the (3, 3)
-    map from ``image``'s pixels to the view's."""
-    left, top, width, height = box
-    view = cv2.resize(image[top:top + height, left:left + width], size,
-                      interpolation=cv2.INTER_AREA)
-    return view, pixel_scaling((width, height), size) @ np.array(
-        [[1.0, 0, -left], [0, 1, -top], [0, 0, 1]])
 
 
 def view_boxes(image_size: tuple[int, int], ir_width: float

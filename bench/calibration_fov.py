@@ -52,6 +52,17 @@ SEARCHES = {"shipped": bench.NO_RESIDUAL,
             "before": dataclasses.replace(bench.NO_RESIDUAL, search_scale_ratio=1.1)}
 
 
+def cut(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """The (left, top, width, height) ``box`` of ``image`` resized to ``size`` (a camera
+    seeing only that part), and the (3, 3) map from ``image``'s pixels to the view's."""
+    left, top, width, height = box
+    view = cv2.resize(image[top:top + height, left:left + width], size,
+                      interpolation=cv2.INTER_AREA)
+    return view, pixel_scaling((width, height), size) @ np.array(
+        [[1.0, 0, -left], [0, 1, -top], [0, 0, 1]])
+
+
 def camera_view(image: np.ndarray, fraction: float, offset: tuple[int, int], width: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """The centre ``fraction`` of the (H, W) ``image`` (moved by ``offset`` pixels), resized to
@@ -61,11 +72,7 @@ def camera_view(image: np.ndarray, fraction: float, offset: tuple[int, int], wid
     crop = (round(full_width * fraction), round(height * fraction))
     left = (full_width - crop[0]) // 2 + offset[0]
     top = (height - crop[1]) // 2 + offset[1]
-    size = (width, round(crop[1] * width / crop[0]))
-    view = cv2.resize(image[top:top + crop[1], left:left + crop[0]], size,
-                      interpolation=cv2.INTER_AREA)
-    to_crop = np.array([[1.0, 0, -left], [0, 1, -top], [0, 0, 1]])
-    return view, pixel_scaling(crop, size) @ to_crop
+    return cut(image, (left, top, *crop), (width, round(crop[1] * width / crop[0])))
 
 
 def camera_pair(ir: np.ndarray, vis: np.ndarray, ir_view_vs_visible: float

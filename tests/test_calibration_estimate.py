@@ -24,6 +24,9 @@ from streamfuse.registration.geometry import (
 )
 from streamfuse.registration.tasks import TaskPool
 
+# The field-of-view and frame-shape tests cut their camera views with the benches' helpers.
+sys.path.insert(0, str(REPO_ROOT))
+
 
 def _calibrate(*argv) -> int:
     return main(["calibrate", *map(str, argv)])
@@ -534,7 +537,6 @@ def test_auto_aligns_cameras_of_another_field_of_view(ir_view_vs_visible):
     # A thermal camera often sees a much narrower or wider view than the visible one beside it;
     # the search covers views 1.6 times narrower or wider (until session 29 it lost nearly
     # every pair at 0.7 or 1.4). Both views are cut from the real pair and resized to 320 px.
-    sys.path.insert(0, str(REPO_ROOT))
     from bench.calibration_fov import camera_pair, own_fit
 
     full_ir, full_vis = read_pair("flir-train", 3)
@@ -565,9 +567,8 @@ def test_auto_aligns_frames_of_another_shape():
     # with square pixels: stretched over the visible frame, the IR frame is 1.42 times wider
     # against its height than the scene it shows, and searched about that start only, this
     # pair was refused. The search also runs about a start with square pixels.
-    sys.path.insert(0, str(REPO_ROOT))
-    from bench.calibration_aspect import IR_SIZE, VIS_SIZE, cut, view_boxes
-    from bench.calibration_fov import overlap_error, own_fit
+    from bench.calibration_aspect import IR_SIZE, VIS_SIZE, view_boxes
+    from bench.calibration_fov import cut, overlap_error, own_fit
 
     full_ir, full_vis = read_pair("flir-test", 0)
     ir_box, vis_box = view_boxes((full_ir.shape[1], full_ir.shape[0]), 0.6)
