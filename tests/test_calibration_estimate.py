@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, read_pair
-from streamfuse.calibration import Calibration, IrRegistrar, load_calibration, save_calibration
+from streamfuse.calibration import (
+    Calibration, IrRegistrar, image_corners, load_calibration, save_calibration,
+)
 from streamfuse.cli import main
 from streamfuse.errors import StreamFuseError
 from streamfuse.registration import auto, ecc
@@ -578,6 +580,55 @@ def test_auto_aligns_frames_of_another_shape():
     auto.check_reliable(result)
     reference = vis_map @ own_fit(full_ir, full_vis) @ np.linalg.inv(ir_map)
     assert overlap_error(result.homography, reference, IR_SIZE, VIS_SIZE) <= 3.0
+
+
+def test_auto_aligns_a_low_resolution_ir_camera_beside_an_hd_one():
+    # A 160x128 thermal core seeing 0.6 of the width of a 1280x720 visible camera. Fitted at
+    # 1280x720, the IR frame's edges are upsampled about 8x and have no counterpart in the
+    # visible frame's fine texture: this pair was refused (edge-orientation correlation 0.06).
+    # The visible frames are reduced to 382x215 for the fit.
+    from bench.calibration_aspect import view_boxes
+    from bench.calibration_fov import cut, overlap_error, own_fit
+
+    ir_size, vis_size = (160, 128), (1280, 720)
+    full_ir, full_vis = read_pair("flir-train", 1)
+    ir_box, vis_box = view_boxes((full_ir.shape[1], full_ir.shape[0]), 0.6)
+    ir, ir_map = cut(full_ir, ir_box, ir_size)
+    vis, vis_map = cut(full_vis, vis_box, vis_size)
+    result = auto.register_frames([ir], [vis])
+    auto.check_reliable(result)
+    assert result.fit_size == (382, 215)
+    reference = vis_map @ own_fit(full_ir, full_vis) @ np.linalg.inv(ir_map)
+    # 3 px of a 320x180 frame: the IR camera's 160 pixels pin the fit no finer at 1280x720.
+    assert overlap_error(result.homography, reference, ir_size, vis_size) <= 3.0 * 1280 / 320
+
+
+def test_a_reduced_fit_is_returned_and_judged_in_visible_pixels():
+    settings = auto.AutoSettings()  # the IR frame upsampled at most 2x (by area)
+    assert auto.working_size((160, 128), (1280, 720), settings) == (382, 215)
+    assert auto.working_size((320, 256), (640, 512), settings) == (640, 512)
+    assert auto.working_size((640, 512), (320, 256), settings) == (320, 256)
+    to_fit = pixel_scaling((1280, 720), (382, 215))
+    in_fit = np.array([[2.0, 0.05, 30.0], [0.01, 1.9, 20.0], [1e-5, 2e-5, 1.0]])
+    reduced = auto.AutoResult(homography=in_fit, confidence=0.3, spread_px=0.0, frames_used=1,
+                              per_frame=[in_fit], start_confidence=0.1, model="homography",
+                              uncertainty_px=1.4, structured_patches=40, agreeing_patches=20,
+                              sensitivity_px=2.0)
+    result = auto.in_visible_pixels(reduced, to_fit, (382, 215))
+    corners = image_corners((160, 128))
+    np.testing.assert_allclose(
+        transform_points(to_fit, transform_points(result.homography, corners)),
+        transform_points(in_fit, corners), atol=1e-9)
+    pixel = np.sqrt(1280 / 382 * 720 / 215)
+    assert result.fit_size == (382, 215) and result.fit_pixel_px == pytest.approx(pixel)
+    assert result.uncertainty_px == pytest.approx(1.4 * pixel)
+    assert result.residual_px == pytest.approx(2.0 * pixel)
+    # Thresholds hold in the pixels the fit was made at: 1.4 < 1.5 there passes, and the
+    # same result read as a full-size fit (4.7 px > 1.5 px) is refused.
+    auto.check_reliable(result, settings)
+    assert auto.residual_warning(result, settings) is None
+    with pytest.raises(StreamFuseError, match="equally good fits"):
+        auto.check_reliable(dataclasses.replace(result, fit_pixel_px=1.0), settings)
 
 
 def _unwarped_fit(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:

@@ -223,6 +223,9 @@ def _run_auto(args: argparse.Namespace, offset: float) -> Calibration:
     left_out = (f", {result.ambiguous_frames} left out (scene matches at several places)"
                 if result.ambiguous_frames else "")
     frame_pairs = f"{result.frames_used} frame pair{'s' if result.frames_used != 1 else ''}"
+    if result.fit_size is not None:
+        frame_pairs += (f" (visible frames reduced to {result.fit_size[0]}x{result.fit_size[1]}, "
+                        f"the IR frame's detail)")
     print(f"{frame_pairs}{left_out}: edge-orientation correlation "
           f"{result.start_confidence:.3f} at the start, {result.confidence:.3f} registered "
           f"({result.model}); {result.agreeing_patches} of {result.structured_patches} "

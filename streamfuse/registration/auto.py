@@ -87,6 +87,13 @@ class AutoSettings:
     # search adds only equal scales to the start, and stretching one frame over the other
     # leaves unequal ones (bench/calibration_aspect.py: 40 of 60 such runs right, 23 without).
     square_pixel_aspect_ratio: float = 1.02
+    # A visible frame with far more pixels than the IR one (a 160x120 thermal camera beside a
+    # 1280x720 visible one) is fitted reduced (area-averaged) until the IR frame stretched over
+    # it is upsampled at most this much (linear): the visible frame's fine texture has no
+    # counterpart in the blurred IR edges, and at 1280x720 nearly every such pair was refused
+    # (bench/calibration_resolution.py). Pixel thresholds (uncertainty, spread, residual
+    # warning) then hold in the reduced frame's pixels.
+    max_ir_upsampling: float = 2.0
     search_rotation_deg: float = 6.0  # rotations up to +- this,
     search_rotation_steps: int = 9
     search_shift: float = 0.12  # and shifts up to this fraction of the frame width
@@ -168,6 +175,9 @@ class AutoResult:
     structured_patches: int = 0  # over all frames used: patches with structure,
     agreeing_patches: int = 0  # and those supporting the homography (``local_agreement``)
     sensitivity_px: float = 0.0
+    fit_size: tuple[int, int] | None = None  # (width, height) the visible frames were
+    # reduced to for the fit (``working_size``); None: fitted at full size
+    fit_pixel_px: float = 1.0  # one pixel of that size, in visible pixels
 
     @property
     def residual_px(self) -> float:
@@ -853,6 +863,19 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
     vis_size = (vis_frames[0].shape[1], vis_frames[0].shape[0])
     if initial is None:
         initial = pixel_scaling(ir_size, vis_size)
+    fit_size = working_size(ir_size, vis_size, settings)
+    if fit_size == vis_size:
+        return _register(ir_frames, vis_frames, initial, ir_valid, settings, progress, workers)
+    to_fit = pixel_scaling(vis_size, fit_size)
+    reduced = _register(ir_frames, [resize_area(frame, fit_size) for frame in vis_frames],
+                        to_fit @ initial, ir_valid, settings, progress, workers)
+    return in_visible_pixels(reduced, to_fit, fit_size)
+
+
+def _register(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray], initial: np.ndarray,
+              ir_valid: list[np.ndarray] | None, settings: AutoSettings, progress, workers: int
+              ) -> AutoResult:
+    """``register_frames`` at the visible frames' own size."""
     if ir_valid is None:
         ir_valid = [np.full(frame.shape[:2], 255, np.uint8) for frame in ir_frames]
     ir_valid = [(np.asarray(mask) > 0).astype(np.uint8) * 255 for mask in ir_valid]
@@ -872,6 +895,32 @@ def register_frames(ir_frames: list[np.ndarray], vis_frames: list[np.ndarray],
             "both cameras see the scene")
     with TaskPool(processes_to_start(workers, len(jobs), settings)) as pool:
         return combine_fits(jobs, fit_pairs(jobs, pool, progress), pool.map)
+
+
+def working_size(ir_size: tuple[int, int], vis_size: tuple[int, int], settings: AutoSettings
+                 ) -> tuple[int, int]:
+    """(width, height) at which the visible frames are fitted: their own size, or reduced so
+    that the IR frame stretched over them is upsampled at most ``max_ir_upsampling`` times
+    (linear, by area: frames of other shapes count alike)."""
+    upsampling = np.sqrt(vis_size[0] * vis_size[1] / (ir_size[0] * ir_size[1]))
+    factor = settings.max_ir_upsampling / upsampling
+    if factor >= 1.0:
+        return vis_size
+    return (max(8, round(vis_size[0] * factor)), max(8, round(vis_size[1] * factor)))
+
+
+def in_visible_pixels(result: AutoResult, to_fit: np.ndarray, fit_size: tuple[int, int]
+                      ) -> AutoResult:
+    """``result`` of a fit to the visible frames reduced by ``to_fit`` (full visible pixels
+    -> ``fit_size`` pixels), its homographies and distances in full visible pixels."""
+    from_fit = np.linalg.inv(to_fit)
+    pixel = 1.0 / float(np.sqrt(abs(np.linalg.det(to_fit[:2, :2]))))
+    return replace(result, homography=normalised(from_fit @ result.homography),
+                   per_frame=[normalised(from_fit @ h) for h in result.per_frame],
+                   spread_px=result.spread_px * pixel,
+                   uncertainty_px=result.uncertainty_px * pixel,
+                   sensitivity_px=result.sensitivity_px * pixel,
+                   fit_size=fit_size, fit_pixel_px=pixel)
 
 
 def combine_fits(jobs: list[tuple], fits: list[PairFit], map_tasks: TaskMap = in_this_process
@@ -955,9 +1004,10 @@ def residual_warning(result: AutoResult, settings: AutoSettings | None = None) -
     """One line for a result that passes :func:`check_reliable` but whose residual says the
     scene may not pin the fit to ``warn_residual_px``; None otherwise."""
     settings = settings or AutoSettings()
-    if result.residual_px <= settings.warn_residual_px:
+    limit_px = settings.warn_residual_px * result.fit_pixel_px
+    if result.residual_px <= limit_px:
         return None
-    return (f"this fit may be more than {settings.warn_residual_px:g} px off (residual "
+    return (f"this fit may be more than {limit_px:.3g} px off (residual "
             f"{result.residual_px:.1f} px: {result.residual_basis})")
 
 
@@ -965,6 +1015,7 @@ def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> 
     """Raise a one-line StreamFuseError when ``result`` should not be written as a calibration."""
     settings = settings or AutoSettings()
     advice = "no file written; use --points or --board, or frames of a scene with more structure"
+    pixel = result.fit_pixel_px  # thresholds hold in the pixels the fit was made at
     if result.frames_used == 0:
         raise StreamFuseError(
             f"automatic registration is unreliable: the scene matches about equally well at "
@@ -978,14 +1029,15 @@ def check_reliable(result: AutoResult, settings: AutoSettings | None = None) -> 
         raise StreamFuseError(
             f"automatic registration is unreliable: only {result.agreeing_patches} of "
             f"{result.structured_patches} structured patches of the registered pair agree with "
-            f"it within {settings.agreement_px} px (< {settings.min_agreement:.0%}; do both "
-            f"cameras see the same scene at the same moment?): {advice}")
-    if result.uncertainty_px > settings.max_uncertainty_px:
+            f"it within {settings.agreement_px * pixel:.3g} px (< {settings.min_agreement:.0%}; "
+            f"do both cameras see the same scene at the same moment?): {advice}")
+    if result.uncertainty_px > settings.max_uncertainty_px * pixel:
         raise StreamFuseError(
             f"automatic registration is unreliable: equally good fits lie "
-            f"{result.uncertainty_px:.1f} px apart (> {settings.max_uncertainty_px} px; the "
-            f"scene does not pin the alignment down): {advice}")
-    if result.spread_px > settings.max_spread_px:
+            f"{result.uncertainty_px:.1f} px apart (> {settings.max_uncertainty_px * pixel:.3g} "
+            f"px; the scene does not pin the alignment down): {advice}")
+    if result.spread_px > settings.max_spread_px * pixel:
         raise StreamFuseError(
             f"automatic registration is unreliable: the {result.frames_used} frame pairs "
-            f"disagree by {result.spread_px:.1f} px (> {settings.max_spread_px}): {advice}")
+            f"disagree by {result.spread_px:.1f} px (> {settings.max_spread_px * pixel:.3g}): "
+            f"{advice}")
