@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO_ROOT, read_pair
 from streamfuse.calibration import (
-    Calibration, IrRegistrar, image_corners, load_calibration, save_calibration,
+    Calibration, IrRegistrar, image_corners, load_calibration, save_calibration, warp_valid_mask,
 )
 from streamfuse.cli import main
 from streamfuse.errors import StreamFuseError
@@ -960,6 +960,30 @@ def test_auto_over_a_clip_and_check(tmp_path, capsys):
     image = cv2.imread(str(overlay))
     assert image.shape == (128, 320, 3)
     assert ((image[..., 2] == 255) & (image[..., 1] == 0)).sum() > 100  # red IR edges drawn
+
+
+def test_overlay_draws_ir_edges_only_where_the_ir_camera_sees():
+    # A narrow IR camera registered into the visible frame: outside its view the registered
+    # frame repeats its edge pixels, and those streaks were drawn as IR edges.
+    from streamfuse.registration.check import edge_overlay
+
+    vis_frame = _scene(0.4, (240, 180))
+    homography = np.array([[1.0, 0, 70], [0, 1.0, 50], [0, 0, 1]])  # IR -> visible
+    ir_frame = np.ascontiguousarray(255 - vis_frame[50:130, 70:170])
+    calibration = Calibration(ir_size=(100, 80), vis_size=(240, 180), homography=homography)
+    registered = IrRegistrar(calibration)(ir_frame)
+    view = warp_valid_mask(calibration)
+
+    def red(overlay: np.ndarray) -> np.ndarray:
+        return (overlay[..., 2] == 255) & (overlay[..., 1] == 0) & (overlay[..., 0] == 0)
+
+    unmasked = edge_overlay(registered, vis_frame)
+    assert red(unmasked)[~view].sum() > 50  # the streaks, drawn as edges without the view
+    overlay = edge_overlay(registered, vis_frame, view)
+    assert red(overlay)[~view].sum() == 0 and red(overlay)[view].sum() > 50
+    outline = (overlay[..., 0] == 0) & (overlay[..., 1] == 255) & (overlay[..., 2] == 255)
+    rows, columns = np.nonzero(outline)
+    assert (rows.min(), rows.max(), columns.min(), columns.max()) == (50, 129, 70, 169)
 
 
 def test_shipped_demo_calibration_registers_the_demo_clip(capsys):

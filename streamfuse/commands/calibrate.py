@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from streamfuse.calibration import Calibration, load_calibration, save_calibration, today
+from streamfuse.calibration import (
+    Calibration, load_calibration, save_calibration, today, warp_valid_mask,
+)
 from streamfuse.errors import StreamFuseError
 from streamfuse.outputs import check_writable_file, output_path
 from streamfuse.registration import auto, board, check, points, sync
@@ -308,6 +310,8 @@ def _run_check(args: argparse.Namespace) -> int:
           f"{np.median(befores):.3f}, after {np.median(afters):.3f} (1 = same edges; higher "
           "is better aligned)")
     if args.overlay:
-        check.write_overlay(args.overlay, stretched, registered, scored[-1][1])
-        print(f"wrote {args.overlay} (IR edges in red over the visible frame)")
+        check.write_overlay(args.overlay, stretched, registered, scored[-1][1],
+                            warp_valid_mask(calibration))
+        print(f"wrote {args.overlay} (IR edges in red over the visible frame; the IR camera's "
+              "view outlined in yellow where it does not cover the frame)")
     return 0

@@ -57,28 +57,43 @@ def check_scores(calibration: Calibration, ir_frame: np.ndarray, vis_frame: np.n
 EDGE_PERCENTILE = 90
 
 
-def edge_overlay(ir_frame: np.ndarray, vis_frame: np.ndarray) -> np.ndarray:
+def edge_overlay(ir_frame: np.ndarray, vis_frame: np.ndarray,
+                 ir_view: np.ndarray | None = None) -> np.ndarray:
     """(H, W, 3) uint8 BGR: the visible frame, dimmed, with the IR frame's edges in red.
-    Both inputs (H, W) uint8 of the same size."""
+    Both inputs (H, W) uint8 of the same size. ``ir_view``: (H, W) bool, the pixels that show IR
+    content (default: all); edges are drawn only there, and its outline in yellow."""
+    if ir_view is None:
+        ir_view = np.ones(ir_frame.shape, bool)
+    # A registered frame is filled outside the IR camera's view by repeating its edge pixels;
+    # the streaks that makes are no edges of the scene. Edges within 3 px of the view's border
+    # are left out with them.
+    inside = cv2.erode(ir_view.astype(np.uint8), np.ones((7, 7), np.uint8),
+                       borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
     blurred = cv2.GaussianBlur(ir_frame, (5, 5), 0)
     # Thresholds from the frame's own gradients (Canny's L1 Sobel magnitude): its strongest edges
     # are drawn whatever its brightness; a threshold from the median gray level drew none on a
     # bright, smooth thermal frame.
     magnitude = (np.abs(cv2.Sobel(blurred, cv2.CV_32F, 1, 0))
                  + np.abs(cv2.Sobel(blurred, cv2.CV_32F, 0, 1)))
-    high = max(float(np.percentile(magnitude, EDGE_PERCENTILE)), 1.0)
-    edges = cv2.Canny(blurred, 0.5 * high, high) > 0
+    shown = magnitude[inside] if inside.any() else magnitude.ravel()
+    high = max(float(np.percentile(shown, EDGE_PERCENTILE)), 1.0)
+    edges = (cv2.Canny(blurred, 0.5 * high, high) > 0) & inside
     overlay = cv2.cvtColor((vis_frame * 0.7).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    if not ir_view.all():
+        outline, _ = cv2.findContours(ir_view.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                      cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(overlay, outline, -1, (0, 255, 255), 1)
     overlay[edges] = (0, 0, 255)
     return overlay
 
 
 def write_overlay(path: str | Path, before: np.ndarray, after: np.ndarray,
-                  vis_frame: np.ndarray) -> None:
-    """PNG with two panels, before | after registration, each labelled."""
+                  vis_frame: np.ndarray, after_view: np.ndarray | None = None) -> None:
+    """PNG with two panels, before | after registration, each labelled; ``after_view``: the
+    pixels of the visible frame the registered IR frame shows (``warp_valid_mask``)."""
     panels = []
-    for label, ir in (("before", before), ("after", after)):
-        panel = edge_overlay(ir, vis_frame)
+    for label, ir, view in (("before", before, None), ("after", after, after_view)):
+        panel = edge_overlay(ir, vis_frame, view)
         cv2.putText(panel, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 2)
         panels.append(panel)
     write_png(path, np.hstack(panels))
