@@ -569,38 +569,45 @@ def test_auto_aligns_frames_of_another_shape():
     # with square pixels: stretched over the visible frame, the IR frame is 1.42 times wider
     # against its height than the scene it shows, and searched about that start only, this
     # pair was refused. The search also runs about a start with square pixels.
-    from bench.calibration_aspect import IR_SIZE, VIS_SIZE, view_boxes
-    from bench.calibration_fov import cut, overlap_error, own_fit
+    from bench.calibration_aspect import IR_SIZE, VIS_SIZE
+    from bench.calibration_fov import overlap_error
 
-    full_ir, full_vis = read_pair("flir-test", 0)
-    ir_box, vis_box = view_boxes((full_ir.shape[1], full_ir.shape[0]), 0.6)
-    ir, ir_map = cut(full_ir, ir_box, IR_SIZE)
-    vis, vis_map = cut(full_vis, vis_box, VIS_SIZE)
+    ir, vis, reference = _five_by_four_beside_sixteen_by_nine("flir-test", 0, IR_SIZE, VIS_SIZE)
     result = auto.register_frames([ir], [vis])
     auto.check_reliable(result)
-    reference = vis_map @ own_fit(full_ir, full_vis) @ np.linalg.inv(ir_map)
     assert overlap_error(result.homography, reference, IR_SIZE, VIS_SIZE) <= 3.0
 
 
 def test_auto_aligns_a_low_resolution_ir_camera_beside_an_hd_one():
     # A 160x128 thermal core seeing 0.6 of the width of a 1280x720 visible camera. Fitted at
-    # 1280x720, the IR frame's edges are upsampled about 8x and have no counterpart in the
-    # visible frame's fine texture: this pair was refused (edge-orientation correlation 0.06).
-    # The visible frames are reduced to 382x215 for the fit.
-    from bench.calibration_aspect import view_boxes
-    from bench.calibration_fov import cut, overlap_error, own_fit
+    # 1280x720, the IR frame is upsampled about 5x and its blurred edges have no counterpart in
+    # the visible frame's fine texture: this pair was refused (edge-orientation correlation
+    # 0.06). The visible frames are reduced to 382x215 for the fit.
+    from bench.calibration_fov import overlap_error
 
     ir_size, vis_size = (160, 128), (1280, 720)
-    full_ir, full_vis = read_pair("flir-train", 1)
-    ir_box, vis_box = view_boxes((full_ir.shape[1], full_ir.shape[0]), 0.6)
-    ir, ir_map = cut(full_ir, ir_box, ir_size)
-    vis, vis_map = cut(full_vis, vis_box, vis_size)
+    ir, vis, reference = _five_by_four_beside_sixteen_by_nine("flir-train", 1, ir_size, vis_size)
     result = auto.register_frames([ir], [vis])
     auto.check_reliable(result)
     assert result.fit_size == (382, 215)
-    reference = vis_map @ own_fit(full_ir, full_vis) @ np.linalg.inv(ir_map)
     # 3 px of a 320x180 frame: the IR camera's 160 pixels pin the fit no finer at 1280x720.
     assert overlap_error(result.homography, reference, ir_size, vis_size) <= 3.0 * 1280 / 320
+
+
+def _five_by_four_beside_sixteen_by_nine(set_name: str, index: int, ir_size: tuple[int, int],
+                                         vis_size: tuple[int, int]
+                                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(IR view, visible view, reference) cut from a real pair as bench/calibration_aspect.py
+    cuts them (the IR view 0.6 of the visible one's width), at the given sizes; the reference
+    is the pair's own fit carried into the views."""
+    from bench.calibration_aspect import view_boxes
+    from bench.calibration_fov import cut, own_fit
+
+    full_ir, full_vis = read_pair(set_name, index)
+    ir_box, vis_box = view_boxes((full_ir.shape[1], full_ir.shape[0]), 0.6)
+    ir, ir_map = cut(full_ir, ir_box, ir_size)
+    vis, vis_map = cut(full_vis, vis_box, vis_size)
+    return ir, vis, vis_map @ own_fit(full_ir, full_vis) @ np.linalg.inv(ir_map)
 
 
 def test_a_reduced_fit_is_returned_and_judged_in_visible_pixels():

@@ -92,7 +92,7 @@ class AutoSettings:
     # it is upsampled at most this much (linear): the visible frame's fine texture has no
     # counterpart in the blurred IR edges, and at 1280x720 nearly every such pair was refused
     # (bench/calibration_resolution.py). Pixel thresholds (uncertainty, spread, residual
-    # warning) then hold in the reduced frame's pixels.
+    # warning, patch agreement) then hold in the reduced frame's pixels.
     max_ir_upsampling: float = 2.0
     search_rotation_deg: float = 6.0  # rotations up to +- this,
     search_rotation_steps: int = 9
