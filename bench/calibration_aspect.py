@@ -18,7 +18,6 @@ shapes differ) and with the search about the stretched start only (session 29 be
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import calibration_accuracy as bench  # noqa: E402
-from calibration_fov import RIGHT_PX, cut, own_fit, run_and_report, scored_run  # noqa: E402
+from calibration_fov import RIGHT_PX, cut, own_fit, scored_run, view_bench_main  # noqa: E402
 
 VIS_SIZE = (480, 270)
 IR_SIZE = (320, 256)
@@ -75,18 +74,9 @@ def measure(job: tuple[str, int, tuple[float, ...]]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=10, help="pairs per data set")
-    parser.add_argument("--widths", default="0.6,0.8",
-                        help="IR view's width against the visible view's")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path,
-                        default=REPO_ROOT / "bench/results/calibration-aspect.json")
-    args = parser.parse_args()
-    ir_widths = tuple(float(width) for width in args.widths.split(","))
-    run_and_report(measure, args.pairs, ir_widths, "ir_width", SEARCHES, args.workers, args.out,
-                   {"what": __doc__.splitlines()[0], "right_px": RIGHT_PX})
-
+    view_bench_main(__doc__, measure, "--widths", "0.6,0.8",
+                    "IR view's width against the visible view's", "ir_width", SEARCHES,
+                    "calibration-aspect.json", {"right_px": RIGHT_PX})
 
 if __name__ == "__main__":
     main()

@@ -163,17 +163,26 @@ def tally(rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    view_bench_main(__doc__, measure, "--ratios", "0.6,0.7,0.8,1.25,1.4,1.6",
+                    "IR field of view against the visible one's", "ratio", SEARCHES,
+                    "calibration-fov.json", {"width": WIDTH})
+
+
+def view_bench_main(doc: str, measure_pair, option: str, default: str, help_text: str, key: str,
+                    searches: dict, out_name: str, header: dict, parse=float) -> None:
+    """The command line of a camera-view bench (this one, calibration_aspect, _resolution,
+    _roll): ``--pairs`` per data set, the comma-separated values of ``option`` (stored in each
+    row under ``key``), ``--workers`` and ``--out``; then :func:`run_and_report`, its results
+    headed by the first line of ``doc`` and ``header``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=10, help="pairs per data set")
-    parser.add_argument("--ratios", default="0.6,0.7,0.8,1.25,1.4,1.6",
-                        help="IR field of view against the visible one's")
+    parser.add_argument(option, default=default, help=help_text)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path,
-                        default=REPO_ROOT / "bench/results/calibration-fov.json")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / out_name)
     args = parser.parse_args()
-    ratios = tuple(float(ratio) for ratio in args.ratios.split(","))
-    run_and_report(measure, args.pairs, ratios, "ratio", SEARCHES, args.workers, args.out,
-                   {"what": __doc__.splitlines()[0], "width": WIDTH})
+    values = tuple(parse(value) for value in getattr(args, option.lstrip("-")).split(","))
+    run_and_report(measure_pair, args.pairs, values, key, searches, args.workers, args.out,
+                   {"what": doc.splitlines()[0], **header})
 
 
 def run_and_report(measure_pair, pairs: int, values: tuple[float, ...], key: str,

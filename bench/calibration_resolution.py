@@ -22,7 +22,6 @@ and before).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import calibration_accuracy as bench  # noqa: E402
 from calibration_aspect import view_boxes  # noqa: E402
-from calibration_fov import RIGHT_PX, cut, own_fit, run_and_report, scored_run  # noqa: E402
+from calibration_fov import RIGHT_PX, cut, own_fit, scored_run, view_bench_main  # noqa: E402
 from streamfuse.registration import auto  # noqa: E402
 
 IR_SIZE = (160, 128)
@@ -73,18 +72,10 @@ def measure(job: tuple[str, int, tuple[int, ...]]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=10, help="pairs per data set")
-    parser.add_argument("--widths", default="320,640,1280", help="visible frame widths (16:9)")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path,
-                        default=REPO_ROOT / "bench/results/calibration-resolution.json")
-    args = parser.parse_args()
-    vis_widths = tuple(int(width) for width in args.widths.split(","))
-    run_and_report(measure, args.pairs, vis_widths, "vis_width", SEARCHES, args.workers,
-                   args.out, {"what": __doc__.splitlines()[0], "ir_size": list(IR_SIZE),
-                              "scored_width": SCORED_WIDTH, "right_px": RIGHT_PX})
-
+    view_bench_main(__doc__, measure, "--widths", "320,640,1280", "visible frame widths (16:9)",
+                    "vis_width", SEARCHES, "calibration-resolution.json",
+                    {"ir_size": list(IR_SIZE), "scored_width": SCORED_WIDTH, "right_px": RIGHT_PX},
+                    parse=int)
 
 if __name__ == "__main__":
     main()

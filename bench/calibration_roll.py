@@ -16,7 +16,6 @@ written and within 3 px; wrong: written and further off.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import calibration_accuracy as bench  # noqa: E402
-from calibration_fov import RIGHT_PX, overlap_error, run_and_report  # noqa: E402
+from calibration_fov import RIGHT_PX, overlap_error, view_bench_main  # noqa: E402
 from streamfuse.registration import auto  # noqa: E402
 from streamfuse.registration.geometry import corner_error  # noqa: E402
 
@@ -77,17 +76,8 @@ def measure(job: tuple[str, int, tuple[float, ...]]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=10, help="pairs per data set")
-    parser.add_argument("--angles", default="0,6,9,12,15", help="rolls in degrees")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path,
-                        default=REPO_ROOT / "bench/results/calibration-roll.json")
-    args = parser.parse_args()
-    angles = tuple(float(angle) for angle in args.angles.split(","))
-    run_and_report(measure, args.pairs, angles, "angle", SEARCHES, args.workers, args.out,
-                   {"what": __doc__.splitlines()[0], "right_px": RIGHT_PX})
-
+    view_bench_main(__doc__, measure, "--angles", "0,6,9,12,15", "rolls in degrees", "angle",
+                    SEARCHES, "calibration-roll.json", {"right_px": RIGHT_PX})
 
 if __name__ == "__main__":
     main()
