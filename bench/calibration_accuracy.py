@@ -53,7 +53,8 @@ sys.path.insert(0, str(ROOT))
 
 from streamfuse.registration import auto, ecc  # noqa: E402
 from streamfuse.registration.frames import read_pairs  # noqa: E402
-from streamfuse.registration.geometry import corner_error, random_homography  # noqa: E402
+from streamfuse.registration.geometry import (  # noqa: E402
+    corner_error, pixel_scaling, random_homography)
 
 DATA = ROOT.parent / "shared" / "data"
 # flir-train last: the pairs of the first two keep the warps they had before it was added.
@@ -128,9 +129,14 @@ def warp_with_mask(image: np.ndarray, warp: np.ndarray) -> tuple[np.ndarray, np.
 
 def render_view(image: np.ndarray, homography: np.ndarray) -> np.ndarray:
     """A camera's view of ``image`` (the scene) through ``homography``: rendered at twice the
-    size (bicubic) and area-averaged back, as a sensor integrates light over its pixels, 8-bit."""
+    size (bicubic) and area-averaged back, as a sensor integrates light over its pixels, 8-bit.
+
+    The doubling is centre-aligned (view pixel x covers rendered pixels 2x and 2x + 1, centred
+    at 2x + 0.5): until session 31 it was a plain factor 2, which moved every view a quarter
+    pixel down and right, and two views of different scale no longer met where their true
+    homography said (up to 0.07 px at the corners)."""
     size = (image.shape[1], image.shape[0])
-    double = np.diag([2.0, 2.0, 1.0])
+    double = pixel_scaling(size, (2 * size[0], 2 * size[1]))
     big = cv2.warpPerspective(image, double @ homography, (2 * size[0], 2 * size[1]),
                               flags=cv2.INTER_CUBIC)
     return cv2.resize(big, size, interpolation=cv2.INTER_AREA)
@@ -396,7 +402,8 @@ def main() -> None:
         "same_modality_two_views": summary(same_views),
         "same_modality_two_views_note": (
             "the visible frame seen through two random homographies (shift <= 15 px), each "
-            "rendered at 2x bicubic and area-averaged like a sensor (render_view): unlike "
+            "rendered at 2x bicubic and area-averaged like a sensor (render_view, centre-aligned "
+            "since session 31: before, each view was a quarter pixel off its homography): unlike "
             "'same_modality', neither image is a bilinear resample of the other, so no direction "
             "of comparison replays the interpolation that made the data"),
         "ir_vs_visible": summary(cross),

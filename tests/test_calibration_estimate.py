@@ -1085,6 +1085,21 @@ def test_block_matching_reference_recovers_a_known_misalignment():
     assert corner_error(np.eye(3), np.linalg.inv(misalignment), size) > 4
 
 
+def test_bench_renders_a_view_where_its_homography_puts_it():
+    # The two-view same-modality truth: a smooth blob seen through a scaled, shifted view must
+    # have its intensity centroid where the homography maps the blob's centre. A plain factor 2
+    # for the supersampling (session 30 and before) put it a quarter pixel down and right.
+    height, width = 80, 96
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    centre = np.array([40.0, 30.0])
+    scene = np.exp(-((cols - centre[0]) ** 2 + (rows - centre[1]) ** 2) / (2 * 4.0 ** 2))
+    homography = np.array([[0.8, 0, 5.0], [0, 0.8, 3.0], [0, 0, 1]])
+    view = _bench_module("calibration_accuracy").render_view(scene, homography)
+    centroid = np.array([(view * cols).sum(), (view * rows).sum()]) / view.sum()
+    expected = homography[:2, :2] @ centre + homography[:2, 2]
+    assert np.abs(centroid - expected).max() < 0.02
+
+
 def test_bench_counts_the_files_the_cli_warns_about():
     # The bench's count of warned files uses the CLI's threshold: residuals at or under 3 px
     # pass quietly, above it they are warned, right (<= 3 px off) or wrong alike.
