@@ -134,11 +134,14 @@ def render_view(image: np.ndarray, homography: np.ndarray) -> np.ndarray:
     The doubling is centre-aligned (view pixel x covers rendered pixels 2x and 2x + 1, centred
     at 2x + 0.5): until session 31 it was a plain factor 2, which moved every view a quarter
     pixel down and right, and two views of different scale no longer met where their true
-    homography said (up to 0.07 px at the corners)."""
+    homography said (up to 0.07 px at the corners). Where the view looks past the scene's edge
+    it sees the scene mirrored, not black: a camera's frame has no black border, and the
+    estimator, told only where the IR frame is valid, would take a visible frame's black fill
+    for content (since session 31; the valid masks of ``two_views`` leave those parts out)."""
     size = (image.shape[1], image.shape[0])
     double = pixel_scaling(size, (2 * size[0], 2 * size[1]))
     big = cv2.warpPerspective(image, double @ homography, (2 * size[0], 2 * size[1]),
-                              flags=cv2.INTER_CUBIC)
+                              flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     return cv2.resize(big, size, interpolation=cv2.INTER_AREA)
 
 
@@ -402,8 +405,9 @@ def main() -> None:
         "same_modality_two_views": summary(same_views),
         "same_modality_two_views_note": (
             "the visible frame seen through two random homographies (shift <= 15 px), each "
-            "rendered at 2x bicubic and area-averaged like a sensor (render_view, centre-aligned "
-            "since session 31: before, each view was a quarter pixel off its homography): unlike "
+            "rendered at 2x bicubic and area-averaged like a sensor (render_view, since session 31 "
+            "centre-aligned, before each view was a quarter pixel off its homography, and "
+            "mirrored past the scene's edge instead of black): unlike "
             "'same_modality', neither image is a bilinear resample of the other, so no direction "
             "of comparison replays the interpolation that made the data"),
         "ir_vs_visible": summary(cross),

@@ -3,19 +3,17 @@
     python bench/same_modality_direction.py [--pairs 40] [--workers 2]
                                             [--out bench/results/same-modality-direction.json]
 
-``--auto``'s last pass on a same-modality pair (``auto.intensity_refinement``) resamples the IR
-frame into the visible frame's pixels. On the calibration bench's bilinear copies, 3 of 120 end
-above the issue's 0.05 px, all copies that sample the scene more coarsely than the original
-(area scale of the IR->visible homography > 1). Standard advice is to compare on the coarser
-grid. Three variants of that pass, on the calibration bench's 120 pairs (the same warps:
-``calibration_accuracy.pair_jobs``), each through the whole ``register_frames`` without the
-residual:
+``--auto``'s last pass on a same-modality pair (``auto.intensity_refinement``) compares the two
+frames at the IR frame's pixels since session 31 (the visible frame resampled bicubically into
+them). Until then it resampled the IR frame into the visible frame's pixels, and 3 of the
+calibration bench's 120 bilinear copies ended above the issue's 0.05 px. Three variants of that
+pass, on the calibration bench's 120 pairs (the same warps: ``calibration_accuracy.pair_jobs``),
+each through the whole ``register_frames`` without the residual:
 
-- ``vis``: as shipped, at the visible frame's pixels;
-- ``ir``: at the IR frame's pixels (the visible frame resampled bicubically, masked where
-  its blur and kernel reach past its border);
+- ``vis``: at the visible frame's pixels (shipped until session 31);
+- ``ir``: at the IR frame's pixels (shipped);
 - ``coarser``: at the pixels of whichever frame is coarser (``ir`` where the homography's area
-  scale at the IR frame's centre exceeds 1, else ``vis``).
+  scale at the IR frame's centre exceeds 1, else ``vis``), the usual advice.
 
 Each on the bilinear copies (the IR side is the visible frame warped bilinearly) and on the two
 rendered views (``calibration_accuracy.two_views``: neither a resample of the other), mean corner
@@ -47,7 +45,7 @@ from streamfuse.registration import auto  # noqa: E402
 from streamfuse.registration.ecc import content_mask, ecc_multichannel  # noqa: E402
 from streamfuse.registration.geometry import corner_error, normalised  # noqa: E402
 
-AT_VISIBLE_PIXELS = auto.intensity_refinement
+AT_IR_PIXELS = auto.intensity_refinement
 
 
 def area_scale(homography: np.ndarray, ir_shape: tuple[int, int]) -> float:
@@ -59,37 +57,37 @@ def area_scale(homography: np.ndarray, ir_shape: tuple[int, int]) -> float:
     return float(abs(np.linalg.det(jacobian)))
 
 
-def at_ir_pixels(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
-                 ir_valid: np.ndarray, settings: auto.AutoSettings) -> np.ndarray:
-    """``auto.intensity_refinement`` with the roles swapped: the IR frame is the template."""
-    vis_valid = np.full(vis_frame.shape[:2], 255, np.uint8)
+def at_visible_pixels(ir_frame: np.ndarray, vis_frame: np.ndarray, homography: np.ndarray,
+                      ir_valid: np.ndarray, settings: auto.AutoSettings) -> np.ndarray:
+    """``auto.intensity_refinement`` as it was until session 31: the visible frame is the
+    template, the IR frame resampled into it (masked where its blur and kernel reach past its
+    valid pixels)."""
     for sigma in settings.intensity_sigmas:
-        template, moving = ir_frame.astype(np.float32), vis_frame.astype(np.float32)
+        template, moving = vis_frame.astype(np.float32), ir_frame.astype(np.float32)
         if sigma > 0:
             template = cv2.GaussianBlur(template, (0, 0), sigma)
             moving = cv2.GaussianBlur(moving, (0, 0), sigma)
-        reach = int(np.ceil(3 * sigma)) + 4
+        mask = content_mask(ir_valid.shape, ir_valid, int(np.ceil(3 * sigma)) + 4)
         try:
-            _, warp = ecc_multichannel(template[..., None], moving[..., None], homography,
-                                       template_mask=content_mask(ir_valid.shape, ir_valid, reach),
-                                       moving_mask=content_mask(vis_valid.shape, vis_valid, reach),
+            _, warp = ecc_multichannel(template[..., None], moving[..., None],
+                                       np.linalg.inv(homography), moving_mask=mask,
                                        iterations=settings.final_iterations,
                                        epsilon=settings.final_epsilon,
                                        interpolation=cv2.INTER_CUBIC)
         except (cv2.error, np.linalg.LinAlgError):
             return homography
-        homography = normalised(warp)
+        homography = normalised(np.linalg.inv(warp))
     return homography
 
 
 def at_coarser_pixels(ir_frame, vis_frame, homography, ir_valid, settings) -> np.ndarray:
-    """At the IR frame's pixels where it samples the scene more coarsely, else as shipped."""
+    """At the IR frame's pixels where it samples the scene more coarsely, else the visible's."""
     if area_scale(homography, ir_frame.shape) > 1:
-        return at_ir_pixels(ir_frame, vis_frame, homography, ir_valid, settings)
-    return AT_VISIBLE_PIXELS(ir_frame, vis_frame, homography, ir_valid, settings)
+        return AT_IR_PIXELS(ir_frame, vis_frame, homography, ir_valid, settings)
+    return at_visible_pixels(ir_frame, vis_frame, homography, ir_valid, settings)
 
 
-VARIANTS = {"vis": AT_VISIBLE_PIXELS, "ir": at_ir_pixels, "coarser": at_coarser_pixels}
+VARIANTS = {"vis": at_visible_pixels, "ir": AT_IR_PIXELS, "coarser": at_coarser_pixels}
 
 
 def measure_pair(job: tuple[str, int, np.ndarray]) -> dict:
